@@ -1,0 +1,5 @@
+import sys
+
+from alray.cli import main
+
+sys.exit(main())

@@ -1,0 +1,62 @@
+"""The ``alray`` command line: thin commands over the ``alray`` library.
+
+Each command group lives in its own module and registers itself on ``app``.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+import typer
+
+from alray.cli._common import err_console, state
+
+app = typer.Typer(
+    name="alray",
+    help="Active learning on Ray: rank unlabeled images by how much a model would learn.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root(
+    store: str = typer.Option(None, "--store", help="Store URI (default: $ALRAY_STORE or ./alray-store)"),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors"),
+) -> None:
+    state.store = store
+    state.debug = debug
+
+
+# Command modules register on `app` when imported.
+from alray.cli import project as _project  # noqa: E402,F401
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``alray`` script: one-line errors, non-zero exit codes."""
+    debug = "--debug" in (argv if argv is not None else sys.argv)
+    try:
+        app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err_console.print("[red]aborted[/red]")
+        return 130
+    except Exception as e:  # the one place every error becomes a one-line cause
+        if debug:
+            traceback.print_exc()
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        if not debug:
+            err_console.print("(run with --debug for the traceback)", style="dim")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

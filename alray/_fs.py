@@ -79,7 +79,9 @@ class Store:
     def list_dirs(self, *parts: str) -> list[str]:
         sel = pafs.FileSelector(self.path(*parts), allow_not_found=True)
         infos = self.fs.get_file_info(sel)
-        return sorted(posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.Directory)
+        return sorted(
+            posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.Directory
+        )
 
     def read_parquet(self, *parts: str, columns: list[str] | None = None) -> pa.Table | None:
         """All Parquet files of a folder as one table, or one file; None when there is none."""
@@ -116,7 +118,9 @@ class Store:
         return final
 
     def write_json(self, obj: Any, *parts: str) -> str:
-        return self.write_bytes(json.dumps(obj, indent=1, sort_keys=True, default=str).encode(), *parts)
+        return self.write_bytes(
+            json.dumps(obj, indent=1, sort_keys=True, default=str).encode(), *parts
+        )
 
     def write_parquet(self, table: pa.Table, *parts: str) -> str:
         buf = io.BytesIO()

@@ -17,7 +17,22 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset(
-    [".png", ".jpg", ".jpeg", ".jpe", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".ico", ".jp2"]
+    [
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".gif",
+        ".bmp",
+        ".webp",
+        ".tif",
+        ".tiff",
+        ".ppm",
+        ".pgm",
+        ".pbm",
+        ".ico",
+        ".jp2",
+    ]
 )
 _HEAD = 64 * 1024  # enough for any JPEG/PNG/GIF/BMP header alray has met; larger EXIF falls back
 

@@ -72,14 +72,20 @@ def parse_coco(path: str) -> Parsed:
         images[img["id"]] = img
         out.refs.add(str(img["file_name"]))
         for tag in img.get("tags") or []:
-            out.rows.append(LabelRow("tagger", str(img["file_name"]), label=str(tag), where=f"image {img['id']} tags"))
+            out.rows.append(
+                LabelRow(
+                    "tagger", str(img["file_name"]), label=str(tag), where=f"image {img['id']} tags"
+                )
+            )
 
     image_level: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for i, ann in enumerate(doc.get("annotations", [])):
         where = f"annotation {ann.get('id', f'#{i}')}"
         img = images.get(ann.get("image_id"))
         if img is None:
-            out.problems.append((where, f"unknown image_id {ann.get('image_id')!r} (not in 'images')"))
+            out.problems.append(
+                (where, f"unknown image_id {ann.get('image_id')!r} (not in 'images')")
+            )
             continue
         ref = str(img["file_name"])
         cat_id = ann.get("category_id")
@@ -91,7 +97,9 @@ def parse_coco(path: str) -> Parsed:
         try:
             bbox = _coco_bbox(ann.get("bbox"), where)
             mask = _coco_mask(ann.get("segmentation"), img, where)
-            attrs = _attributes(ann["attributes"], where) if ann.get("attributes") is not None else None
+            attrs = (
+                _attributes(ann["attributes"], where) if ann.get("attributes") is not None else None
+            )
         except ValueError as e:
             out.problems.append((where, str(e).removeprefix(f"{where}: ")))
             continue
@@ -104,16 +112,26 @@ def parse_coco(path: str) -> Parsed:
         if bbox is not None:
             out.rows.append(LabelRow("detector", ref, label=label, bbox=bbox, where=where))
             if attrs is not None:
-                out.rows.append(LabelRow("attributor", ref, label=label, bbox=bbox, attributes=attrs, where=where))
+                out.rows.append(
+                    LabelRow(
+                        "attributor", ref, label=label, bbox=bbox, attributes=attrs, where=where
+                    )
+                )
         if mask is not None:
-            out.rows.append(LabelRow("instance_segmentor", ref, label=label, bbox=bbox, mask=mask, where=where))
-            out.rows.append(LabelRow("semantic_segmentor", ref, label=label, mask=mask, where=where))
+            out.rows.append(
+                LabelRow("instance_segmentor", ref, label=label, bbox=bbox, mask=mask, where=where)
+            )
+            out.rows.append(
+                LabelRow("semantic_segmentor", ref, label=label, mask=mask, where=where)
+            )
     for ref, labels in image_level.items():
         distinct = sorted({lab for lab, _ in labels})
         if len(distinct) == 1:
             out.rows.append(LabelRow("classifier", ref, label=distinct[0], where=labels[0][1]))
         else:
-            out.rows.extend(LabelRow("tagger", ref, label=lab, where=labels[0][1]) for lab in distinct)
+            out.rows.extend(
+                LabelRow("tagger", ref, label=lab, where=labels[0][1]) for lab in distinct
+            )
     return out
 
 

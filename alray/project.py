@@ -181,9 +181,7 @@ class Project:
             if exist_ok:
                 return p
             raise ProjectError(f"project {name!r} already exists in {p.store_uri}")
-        p.store.write_json(
-            {"name": name, "created": _now(), "format": 1}, "project.json"
-        )
+        p.store.write_json({"name": name, "created": _now(), "format": 1}, "project.json")
         return p
 
     @classmethod
@@ -211,7 +209,9 @@ class Project:
         if (images is None) == (list_file is None):
             raise ProjectError("give exactly one of images (a folder) or list_file (CSV/Parquet)")
         if dataset is not None and not _NAME.match(dataset):
-            raise ProjectError(f"invalid dataset name {dataset!r}: use letters, digits, '_', '-', '.'")
+            raise ProjectError(
+                f"invalid dataset name {dataset!r}: use letters, digits, '_', '-', '.'"
+            )
         report = AddReport()
         if images is not None:
             candidates = self._folder_candidates(images, dataset, report)
@@ -250,7 +250,9 @@ class Project:
                 else:
                     report.problems.append({"path": uri, "reason": err})
                 continue
-            for k, v in zip(MANIFEST_SCHEMA.names, (iid, fname, ds, uri, h.width, h.height)):
+            for k, v in zip(
+                MANIFEST_SCHEMA.names, (iid, fname, ds, uri, h.width, h.height), strict=True
+            ):
                 rows[k].append(v)
             report.datasets[ds] = report.datasets.get(ds, 0) + 1
         report.added = len(rows["image_id"])
@@ -328,12 +330,16 @@ class Project:
                     {"path": raw, "reason": f"resolves to {path}, outside the list's folder {base}"}
                 )
                 continue
-            rel = os.path.relpath(os.path.join(base, os.path.normpath(local)), base).replace(os.sep, "/")
+            rel = os.path.relpath(os.path.join(base, os.path.normpath(local)), base).replace(
+                os.sep, "/"
+            )
             ds, fname = _split_dataset(rel, ds_given, os.path.basename(base))
             out.append((ds, fname, os.path.join(base, os.path.normpath(local))))
         return out
 
-    def images(self, datasets: Iterable[str] | None = None, columns: list[str] | None = None) -> pa.Table:
+    def images(
+        self, datasets: Iterable[str] | None = None, columns: list[str] | None = None
+    ) -> pa.Table:
         """The images manifest (optionally of some datasets), sorted by image id."""
         t = self.store.read_parquet("images", columns=columns)
         if t is None:
@@ -373,7 +379,9 @@ class Project:
         Problems (unknown image, box outside the image, unknown category) stop the import
         with a list of them, unless ``skip_invalid`` imports the valid labels and reports the rest.
         """
-        given = [(k, v) for k, v in (("coco", coco), ("csv", csv), ("image_folder", image_folder)) if v]
+        given = [
+            (k, v) for k, v in (("coco", coco), ("csv", csv), ("image_folder", image_folder)) if v
+        ]
         if len(given) != 1:
             raise ProjectError("give exactly one label source: coco=, csv= or image_folder=")
         kind, src = given[0]
@@ -385,7 +393,9 @@ class Project:
             "image_folder": _importers.parse_image_folder,
         }[kind](src)
         problems = list(_importers.iter_problems(parsed))
-        resolver = _Resolver(self.images(columns=["image_id", "file_name", "dataset", "uri", "width", "height"]))
+        resolver = _Resolver(
+            self.images(columns=["image_id", "file_name", "dataset", "uri", "width", "height"])
+        )
         good: dict[str, list[_importers.LabelRow]] = {}
         ids: dict[int, str] = {}
         for row in parsed.rows:
@@ -467,8 +477,13 @@ class _Resolver:
     def __init__(self, manifest: pa.Table):
         self.by_key: dict[str, list[str]] = {}
         self.size: dict[str, tuple[int, int]] = {}
-        for iid, fname, ds, uri, w, h in zip(*(manifest[c].to_pylist() for c in
-                                               ("image_id", "file_name", "dataset", "uri", "width", "height"))):
+        for iid, fname, ds, uri, w, h in zip(
+            *(
+                manifest[c].to_pylist()
+                for c in ("image_id", "file_name", "dataset", "uri", "width", "height")
+            ),
+            strict=True,
+        ):
             self.size[iid] = (w, h)
             keys = {uri, f"{ds}/{fname}", fname, posixpath.basename(fname)}
             if not is_uri(uri):

@@ -31,7 +31,8 @@ class Settings(BaseSettings):
 
     store: str = Field("./alray-store", description="Store URI: a folder, s3://, gs://, ...")
     ray_address: str | None = Field(
-        None, description="Ray cluster to join ('auto', 'ray://host:10001'); unset starts a local Ray"
+        None,
+        description="Ray cluster to join ('auto', 'ray://host:10001'); unset starts a local Ray",
     )
     num_cpus: int | None = Field(
         None, ge=1, description="CPUs for a local Ray started by alray (unset: all)"
@@ -50,7 +51,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _replica_bounds(self) -> Settings:
-        if self.scorer_max_replicas is not None and self.scorer_max_replicas < self.scorer_min_replicas:
+        if (
+            self.scorer_max_replicas is not None
+            and self.scorer_max_replicas < self.scorer_min_replicas
+        ):
             raise ValueError(
                 f"scorer_max_replicas ({self.scorer_max_replicas}) is below scorer_min_replicas "
                 f"({self.scorer_min_replicas})"

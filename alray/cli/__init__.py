@@ -24,7 +24,9 @@ app = typer.Typer(
 
 @app.callback()
 def _root(
-    store: str = typer.Option(None, "--store", help="Store URI (default: $ALRAY_STORE or ./alray-store)"),
+    store: str = typer.Option(
+        None, "--store", help="Store URI (default: $ALRAY_STORE or ./alray-store)"
+    ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors"),
 ) -> None:
     state.store = store

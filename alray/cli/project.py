@@ -16,7 +16,9 @@ app.add_typer(images_app, name="images")
 app.add_typer(labels_app, name="labels")
 
 
-def _add(p: Project, images: str | None, list_file: str | None, dataset: str | None, as_json: bool) -> AddReport:
+def _add(
+    p: Project, images: str | None, list_file: str | None, dataset: str | None, as_json: bool
+) -> AddReport:
     with progress_bar("reading image headers") as advance:
         report = p.add_images(images, list_file=list_file, dataset=dataset, progress=advance)
     if as_json:
@@ -40,7 +42,9 @@ def _add(p: Project, images: str | None, list_file: str | None, dataset: str | N
 def create(
     project: str = typer.Argument(..., help="Project name"),
     images: str = typer.Option(None, "--images", help="Folder (or URI) of images to register"),
-    dataset: str = typer.Option(None, "--dataset", help="Dataset name (default: top-level subfolder)"),
+    dataset: str = typer.Option(
+        None, "--dataset", help="Dataset name (default: top-level subfolder)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output"),
 ) -> None:
     """Create a project, optionally registering a folder of images."""
@@ -76,7 +80,10 @@ def show(project: str, as_json: bool = typer.Option(False, "--json")) -> None:
     print_table(
         f"{project}: images per dataset",
         ["dataset", "images", *[f"{f} labeled" for f in FAMILIES]],
-        [[c["dataset"], c["images"], *[c["families"][f]["labeled"] for f in FAMILIES]] for c in counts],
+        [
+            [c["dataset"], c["images"], *[c["families"][f]["labeled"] for f in FAMILIES]]
+            for c in counts
+        ],
     )
     total = sum(c["images"] for c in counts)
     console.print(f"{total} image(s) in {len(counts)} dataset(s)")
@@ -87,7 +94,9 @@ def images_add(
     project: str,
     images: str = typer.Option(None, "--images", help="Folder (or URI) of images"),
     list_file: str = typer.Option(None, "--list", help="CSV/Parquet file with a 'uri' column"),
-    dataset: str = typer.Option(None, "--dataset", help="Dataset name (default: top-level subfolder)"),
+    dataset: str = typer.Option(
+        None, "--dataset", help="Dataset name (default: top-level subfolder)"
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Register images from a folder or a list; re-adding the same images does nothing."""
@@ -101,15 +110,21 @@ def labels_import(
     project: str,
     coco: str = typer.Option(None, "--coco", help="COCO JSON file"),
     csv: str = typer.Option(None, "--csv", help="CSV file with image,label rows"),
-    image_folder: str = typer.Option(None, "--image-folder", help="Folder of <class>/<image> files"),
-    skip_invalid: bool = typer.Option(False, "--skip-invalid", help="Import valid labels, report the rest"),
+    image_folder: str = typer.Option(
+        None, "--image-folder", help="Folder of <class>/<image> files"
+    ),
+    skip_invalid: bool = typer.Option(
+        False, "--skip-invalid", help="Import valid labels, report the rest"
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Import labels; an image's new labels for a family replace its old ones."""
     if sum(x is not None for x in (coco, csv, image_folder)) != 1:
         raise typer.BadParameter("give exactly one of --coco, --csv or --image-folder")
     p = Project.open(project, store=store_uri())
-    report = p.import_labels(coco=coco, csv=csv, image_folder=image_folder, skip_invalid=skip_invalid)
+    report = p.import_labels(
+        coco=coco, csv=csv, image_folder=image_folder, skip_invalid=skip_invalid
+    )
     _labels_added(p, report)
     if as_json:
         print_json(report.to_dict())

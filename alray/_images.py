@@ -135,14 +135,18 @@ def parse_header(head: bytes, read_all: Callable[[], bytes] | None = None) -> He
 
 
 def read_local_header(path: str) -> Header:
-    with open(path, "rb") as f:
-        head = f.read(_HEAD)
+    # one os.read on a raw descriptor: no buffered-reader object per file
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        head = os.read(fd, _HEAD)
+    finally:
+        os.close(fd)
 
-        def read_all() -> bytes:
-            f.seek(0)
+    def read_all() -> bytes:
+        with open(path, "rb") as f:
             return f.read()
 
-        return parse_header(head, read_all)
+    return parse_header(head, read_all)
 
 
 @dataclass(frozen=True)
@@ -162,9 +166,9 @@ def walk_local(root: str) -> Iterator[Found | Refused]:
     root = os.path.realpath(root)
     if not os.path.isdir(root):
         raise FileNotFoundError(f"no such folder: {root}")
-    stack = [root]
+    stack = [(root, "")]  # (folder, its path relative to root with a trailing "/")
     while stack:
-        d = stack.pop()
+        d, prefix = stack.pop()
         with os.scandir(d) as it:
             entries = sorted(it, key=lambda e: e.name)
         subdirs = []
@@ -179,21 +183,30 @@ def walk_local(root: str) -> Iterator[Found | Refused]:
                 if os.path.isdir(target):
                     continue  # its files are reached under their own path inside the root
                 if os.path.isfile(target):
-                    yield Found(e.path, os.path.relpath(e.path, root).replace(os.sep, "/"))
+                    yield Found(e.path, prefix + e.name)
                 continue
             if e.is_dir(follow_symlinks=False):
-                subdirs.append(e.path)
+                subdirs.append((e.path, f"{prefix}{e.name}/"))
             elif e.is_file(follow_symlinks=False):
-                yield Found(e.path, os.path.relpath(e.path, root).replace(os.sep, "/"))
+                yield Found(e.path, prefix + e.name)
         stack.extend(reversed(subdirs))
 
 
 def map_threaded(fn: Callable, items: Iterable, workers: int = 16, chunk: int = 256) -> Iterator:
-    """``map(fn, items)`` in order on a thread pool: file reads release the GIL."""
+    """``map(fn, items)`` in order on a thread pool: file reads release the GIL.
+
+    Items go to the threads in chunks of ``chunk``, so the pool's per-task cost (a future, a
+    lock, a queue entry) is paid once per chunk rather than once per file.
+    """
     items = list(items)
-    if len(items) < 64:
+    if len(items) < 2 * chunk:
         yield from map(fn, items)
         return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for start in range(0, len(items), chunk):
-            yield from pool.map(fn, items[start : start + chunk])
+
+    def run(batch: list) -> list:
+        return [fn(x) for x in batch]
+
+    batches = [items[i : i + chunk] for i in range(0, len(items), chunk)]
+    with ThreadPoolExecutor(max_workers=min(workers, len(batches))) as pool:
+        for out in pool.map(run, batches):
+            yield from out

@@ -229,7 +229,12 @@ class Project:
         if progress:
             progress(0, len(fresh))
 
-        rows: dict[str, list] = {k: [] for k in MANIFEST_SCHEMA.names}
+        ids: list[str] = []
+        names: list[str] = []
+        dss: list[str] = []
+        uris: list[str] = []
+        widths: list[int] = []
+        heights: list[int] = []
 
         def head(item: tuple[str, tuple[str, str, str]]):
             iid, (ds, fname, uri) = item
@@ -241,23 +246,30 @@ class Project:
             except OSError as e:
                 return iid, ds, fname, uri, None, f"unreadable: {e.strerror or e}"
 
+        done = 0
         for iid, ds, fname, uri, h, err in map_threaded(head, fresh.items()):
-            if progress:
-                progress(1, None)
+            done += 1
+            if progress and done % 256 == 0:
+                progress(256, None)
             if h is None:
                 if err.startswith("not an image") and _ext(fname) not in IMAGE_EXTENSIONS:
                     report.ignored += 1
                 else:
                     report.problems.append({"path": uri, "reason": err})
                 continue
-            for k, v in zip(
-                MANIFEST_SCHEMA.names, (iid, fname, ds, uri, h.width, h.height), strict=True
-            ):
-                rows[k].append(v)
+            ids.append(iid)
+            names.append(fname)
+            dss.append(ds)
+            uris.append(uri)
+            widths.append(h.width)
+            heights.append(h.height)
+        if progress and done % 256:
+            progress(done % 256, None)
+        for ds in dss:
             report.datasets[ds] = report.datasets.get(ds, 0) + 1
-        report.added = len(rows["image_id"])
+        report.added = len(ids)
         if report.added:
-            table = pa.table(rows, schema=MANIFEST_SCHEMA)
+            table = pa.table([ids, names, dss, uris, widths, heights], schema=MANIFEST_SCHEMA)
             self.store.write_parquet(table, "images", unique_name("part-", ".parquet"))
         if report.problems:
             self.store.write_json(report.to_dict(), "reports", unique_name("images-", ".json"))
@@ -280,12 +292,13 @@ class Project:
                 out.append((ds, fname, uri))
             return out
         root = root[len("file://") :] if root.startswith("file://") else root
+        root_name = os.path.basename(os.path.realpath(root))
         for f in walk_local(root):
             if isinstance(f, Refused):
                 report.problems.append({"path": f.path, "reason": f.reason})
                 continue
             assert isinstance(f, Found)
-            ds, fname = _split_dataset(f.rel, dataset, os.path.basename(os.path.realpath(root)))
+            ds, fname = _split_dataset(f.rel, dataset, root_name)
             out.append((ds, fname, f.path))
         return out
 

@@ -7,11 +7,14 @@ over time is written as new, uniquely named objects, so a reader never sees half
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import io
 import json
 import os
 import posixpath
 import time
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -28,12 +31,30 @@ def is_uri(s: str) -> bool:
 
 
 def resolve(uri: str) -> tuple[pafs.FileSystem, str]:
-    """Filesystem and path for a store URI or a local path (relative paths are made absolute)."""
+    """Filesystem and path for a store URI or a local path (relative paths are made absolute).
+
+    Bucket filesystems (``s3://``, ``gs://``) are made once per bucket and query options and
+    reused: building one costs a client and, without ``region=``, a request to find the
+    bucket's region, which per image would dominate reading it.
+    """
     if not is_uri(uri) or uri.startswith("file://"):
         local = uri[len("file://") :] if uri.startswith("file://") else uri
         return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(local))
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme in _BUCKET_SCHEMES and parts.netloc and "@" not in parts.netloc:
+        fs = _bucket_filesystem(parts.scheme, parts.netloc, parts.query)
+        return fs, (parts.netloc + urllib.parse.unquote(parts.path)).rstrip("/")
     fs, path = pafs.FileSystem.from_uri(uri)
     return fs, path.rstrip("/")
+
+
+_BUCKET_SCHEMES = ("s3", "gs", "gcs")
+
+
+@functools.lru_cache(maxsize=64)
+def _bucket_filesystem(scheme: str, bucket: str, query: str) -> pafs.FileSystem:
+    fs, _ = pafs.FileSystem.from_uri(f"{scheme}://{bucket}" + (f"?{query}" if query else ""))
+    return fs
 
 
 def unique_name(prefix: str, suffix: str) -> str:
@@ -54,7 +75,8 @@ class Store:
 
     def sub(self, *parts: str) -> Store:
         """The store rooted at a subfolder."""
-        return Store(posixpath.join(self.uri, *parts), self.fs, self.path(*parts))
+        base, sep, query = self.uri.partition("?")  # s3://b/p?endpoint_override=… keeps its query
+        return Store(posixpath.join(base, *parts) + sep + query, self.fs, self.path(*parts))
 
     def path(self, *parts: str) -> str:
         return posixpath.join(self.root, *parts) if parts else self.root
@@ -109,9 +131,14 @@ class Store:
         if self.local:
             self.fs.create_dir(parent, recursive=True)
             tmp = f"{final}{_TMP_MARK}{uuid.uuid4().hex[:8]}"
-            with self.fs.open_output_stream(tmp) as f:
-                f.write(data)
-            os.replace(tmp, final)  # atomic on POSIX, also over an existing file
+            try:
+                with self.fs.open_output_stream(tmp) as f:
+                    f.write(data)
+                os.replace(tmp, final)  # atomic on POSIX, also over an existing file
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.remove(tmp)  # readers skip temp files anyway; don't leave litter
+                raise
         else:
             with self.fs.open_output_stream(final) as f:
                 f.write(data)

@@ -33,6 +33,7 @@ import os
 import posixpath
 import re
 import time
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -245,6 +246,8 @@ class Project:
                 return iid, ds, fname, uri, None, str(e)
             except OSError as e:
                 return iid, ds, fname, uri, None, f"unreadable: {e.strerror or e}"
+            except ValueError as e:  # e.g. pyarrow cannot parse a listed URI
+                return iid, ds, fname, uri, None, f"unreadable: {e}"
 
         done = 0
         for iid, ds, fname, uri, h, err in map_threaded(head, fresh.items()):
@@ -282,13 +285,14 @@ class Project:
             base = base.rstrip("/")
             src = Store(root, fs, base)
             query = root.split("?", 1)[1] if "?" in root else ""
+            scheme = root.split("://", 1)[0]
             for path in src.walk_files():
                 rel = path[len(base) + 1 :]
+                if any(part.startswith(".") for part in rel.split("/")):
+                    continue  # hidden, as in local folders
                 ds, fname = _split_dataset(rel, dataset, posixpath.basename(base))
-                if ds is None:
-                    continue
-                scheme = root.split("://", 1)[0]
-                uri = f"{scheme}://{path}" + (f"?{query}" if query else "")
+                # object keys may hold spaces, '%', '#', '?': quote them so the URI parses back
+                uri = f"{scheme}://{urllib.parse.quote(path)}" + (f"?{query}" if query else "")
                 out.append((ds, fname, uri))
             return out
         root = root[len("file://") :] if root.startswith("file://") else root
@@ -303,6 +307,8 @@ class Project:
         return out
 
     def _list_candidates(self, list_file: str, dataset: str | None, report: AddReport) -> list:
+        if not os.path.isfile(list_file):
+            raise ProjectError(f"no such file: {list_file}")
         base = os.path.dirname(os.path.realpath(list_file))
         if list_file.endswith(".parquet"):
             t = pq.read_table(list_file)
@@ -411,15 +417,25 @@ class Project:
         )
         good: dict[str, list[_importers.LabelRow]] = {}
         ids: dict[int, str] = {}
+        # One annotation can give rows to several families (a mask → detector, instance and
+        # semantic segmentor): it is valid or invalid as a whole, and reported once.
+        bad: set[tuple[str, str]] = set()
+        reported: set[str] = set()
         for row in parsed.rows:
             iid, err = resolver.resolve(row.ref)
             if err is None:
                 err = resolver.check_geometry(iid, row)
             if err is not None:
-                problems.append(f"{row.where} ({row.ref}): {err}")
+                bad.add((row.where, row.ref))
+                msg = f"{row.where} ({row.ref}): {err}"
+                if msg not in reported:
+                    reported.add(msg)
+                    problems.append(msg)
                 continue
             ids[id(row)] = iid
-            good.setdefault(row.family, []).append(row)
+        for row in parsed.rows:
+            if id(row) in ids and (row.where, row.ref) not in bad:
+                good.setdefault(row.family, []).append(row)
         if problems and not skip_invalid:
             shown = "\n  ".join(problems[:10])
             more = f"\n  … and {len(problems) - 10} more" if len(problems) > 10 else ""
@@ -446,8 +462,9 @@ class Project:
         if t is None or t.num_rows == 0:
             return LABEL_SCHEMA.empty_table()
         newest = t.group_by("image_id").aggregate([("seq", "max")])
-        t = t.join(newest, "image_id")
-        t = t.filter(pc.equal(t["seq"], t["seq_max"])).drop_columns(["seq_max"])
+        # no join: Acero joins refuse the list columns (bbox, rle_counts) as non-key fields
+        row_newest = pc.take(newest["seq_max"], pc.index_in(t["image_id"], newest["image_id"]))
+        t = t.filter(pc.equal(t["seq"], row_newest))
         return t.select(LABEL_SCHEMA.names).sort_by([("image_id", "ascending")])
 
     def labeled_ids(self, family: str) -> pa.Array:
@@ -506,7 +523,7 @@ class _Resolver:
 
     def resolve(self, ref: str) -> tuple[str | None, str | None]:
         ref = ref.replace("\\", "/")
-        for key in (ref, ref.lstrip("./"), posixpath.basename(ref)):
+        for key in (ref, ref.removeprefix("./"), posixpath.basename(ref)):
             hits = sorted(set(self.by_key.get(key, [])))
             if len(hits) == 1:
                 return hits[0], None

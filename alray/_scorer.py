@@ -6,7 +6,6 @@ Kept private: ``alray.scoring`` is the public surface and wires these together.
 from __future__ import annotations
 
 import hashlib
-import os
 from typing import Any
 
 import numpy as np
@@ -103,36 +102,27 @@ class Scorer:
             pixels = batch["pixels"][ok]
             sizes = batch["orig_hw"][ok]
             if self.heuristic == "bald":
-                records = self.assistant.predict_mc(pixels, self.mc_samples, orig_sizes=sizes)
+                records = self.assistant.predict_mc(pixels, self.mc_samples, sizes)
             else:
-                records = self.assistant.predict(pixels, orig_sizes=sizes)
+                records = self.assistant.predict(pixels, sizes)
             scores[ok] = families.image_scores(
                 self.family, records, self.heuristic, self.reduction, seed=self.seed
             )
         return {c: batch[c] for c in OUT_COLUMNS if c != "score"} | {"score": scores}
 
 
-class TopNPerBlock:
-    """Keep only a block's best N scored rows (and its errors): memory O(N) per block."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        good = batch["error"] == ""
-        top = TopK(self.n)
-        top.add(
-            batch["score"][good],
-            batch["image_id"][good],
-            **{c: batch[c][good] for c in ("file_name", "dataset", "uri", "error")},
-        )
-        res = top.result()
-        bad = ~good
-        return {
-            c: np.concatenate([np.asarray(res[c], dtype=batch[c].dtype), batch[c][bad]])
-            for c in OUT_COLUMNS
-        }
-
-
-def default_threads() -> int:
-    return max(1, (os.cpu_count() or 1))
+def top_n_per_block(batch: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """Keep only a block's best ``n`` scored rows (and its errors): memory O(n) per block."""
+    good = batch["error"] == ""
+    top = TopK(n)
+    top.add(
+        batch["score"][good],
+        batch["image_id"][good],
+        **{c: batch[c][good] for c in ("file_name", "dataset", "uri", "error")},
+    )
+    res = top.result()
+    bad = ~good
+    return {
+        c: np.concatenate([np.asarray(res[c], dtype=batch[c].dtype), batch[c][bad]])
+        for c in OUT_COLUMNS
+    }

@@ -133,13 +133,18 @@ def rank(
         if progress:
             progress(manifest.num_rows, manifest.num_rows)
     else:
-        from alray.assistants import latest_version
+        from alray.assistants import list_versions
 
-        version = model_version or latest_version(project, family)
+        metas = {m["version"]: m for m in list_versions(project, family)}
+        version = model_version or max(metas, default=None)
         if version is None:
             raise LookupError(
                 f"no {family} model in project {project.name!r} yet: train one with "
                 f"`alray train {project.name} --family {family}` or add one with `alray models add`"
+            )
+        if version not in metas:
+            raise LookupError(
+                f"no {family} model version {version}; versions: {', '.join(map(str, metas))}"
             )
         meta["model_version"] = version
         meta["mc_samples"] = mc if heuristic == "bald" else None
@@ -147,7 +152,7 @@ def rank(
             project,
             family,
             manifest,
-            version,
+            metas[version],
             heuristic,
             reduction,
             mc,
@@ -187,14 +192,13 @@ def _with_rank(t: pa.Table) -> pa.Table:
 
 
 def _rank_with_model(
-    project, family, manifest, version, heuristic, reduction, mc, seed, n, progress, settings
+    project, family, manifest, model_meta, heuristic, reduction, mc, seed, n, progress, settings
 ):
     import ray
 
     from alray._ray import ensure_ray
-    from alray.assistants import read_meta
 
-    ensure_ray(settings)
+    ensure_ray(settings.ray_address, settings.num_cpus)
     total = manifest.num_rows
     if progress:
         progress(0, total)
@@ -206,7 +210,7 @@ def _rank_with_model(
         min_replicas=settings.scorer_min_replicas,
         max_replicas=settings.scorer_max_replicas,
     )
-    input_size = tuple(read_meta(project, family, version)["input_size"])
+    input_size = tuple(model_meta["input_size"])
     batch = settings.batch_size
     import ray.data
 
@@ -228,7 +232,7 @@ def _rank_with_model(
             "project_name": project.name,
             "store_uri": project.store_uri,
             "family": family,
-            "model_version": version,
+            "model_version": model_meta["version"],
             "heuristic": heuristic,
             "reduction": reduction,
             "mc_samples": mc,
@@ -244,11 +248,7 @@ def _rank_with_model(
     )
     if n is not None:
         ds = ds.map_batches(
-            _scorer.TopNPerBlock,
-            fn_constructor_args=(n,),
-            batch_size=None,
-            batch_format="numpy",
-            compute=ray.data.TaskPoolStrategy(),
+            _scorer.top_n_per_block, fn_kwargs={"n": n}, batch_size=None, batch_format="numpy"
         )
         return _collect_top(ds, n, total, progress)
     return _collect_full(ds, total, progress)

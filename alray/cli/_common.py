@@ -8,8 +8,8 @@ from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -69,9 +69,11 @@ def progress_bar(description: str, total: int | None = None):
 
 
 def fail(message: str, code: int = 1) -> None:
-    """Stop the command with a one-line cause."""
-    err_console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+    """Stop the command with a one-line cause and exit status ``code``."""
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+    # SystemExit, not typer.Exit: `main` runs the app with standalone_mode=False, where
+    # typer.Exit becomes a return value and the process would exit 0.
+    raise SystemExit(code)
 
 
 def split_csv(value: str | None) -> list[str] | None:

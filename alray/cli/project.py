@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from alray.cli import app
 from alray.cli._common import console, err_console, print_json, print_table, progress_bar, store_uri
@@ -32,7 +33,7 @@ def _add(
     if report.problems:
         err_console.print(f"[yellow]skipped {len(report.problems)} file(s):[/yellow]")
         for prob in report.problems[:20]:
-            err_console.print(f"  {prob['path']}: {prob['reason']}", highlight=False)
+            err_console.print(escape(f"  {prob['path']}: {prob['reason']}"), highlight=False)
         if len(report.problems) > 20:
             err_console.print(f"  … and {len(report.problems) - 20} more (see --json)")
     return report
@@ -50,7 +51,7 @@ def create(
     """Create a project, optionally registering a folder of images."""
     p = Project.create(project, store=store_uri())
     if not as_json:
-        console.print(f"created project {project!r} in {p.store_uri}")
+        console.print(escape(f"created project {project!r} in {p.store_uri}"))
     if images:
         _add(p, images, None, dataset, as_json)
     elif as_json:
@@ -137,7 +138,7 @@ def labels_import(
     if report.problems:
         err_console.print(f"[yellow]skipped {len(report.problems)} invalid label(s)[/yellow]")
         for prob in report.problems[:20]:
-            err_console.print(f"  {prob}", highlight=False)
+            err_console.print(escape(f"  {prob}"), highlight=False)
 
 
 def _labels_added(p: Project, report) -> None:

@@ -169,7 +169,9 @@ def _heuristic_scores(heuristic: str, probs: np.ndarray, seed: int | None) -> np
 
 def _check_reduction(reduction: str) -> None:
     if reduction not in REDUCTIONS:
-        raise ValueError(f"unknown reduction {reduction!r}; expected one of {', '.join(REDUCTIONS)}")
+        raise ValueError(
+            f"unknown reduction {reduction!r}; expected one of {', '.join(REDUCTIONS)}"
+        )
 
 
 def reduce_scores(
@@ -272,7 +274,7 @@ def validate_record(family: str, record: dict, *, num_classes: int | None = None
         )
     class_axis = {"semantic_segmentor": 0}.get(family, p.ndim - 1)
     if num_classes is not None and p.shape[class_axis] != num_classes:
-        what = "tags" if family == "tagger" else "attributes" if family == "attributor" else "classes"
+        what = {"tagger": "tags", "attributor": "attributes"}.get(family, "classes")
         raise ValueError(
             f"{family} probs have {p.shape[class_axis]} {what} on axis {class_axis}, expected "
             f"{num_classes} (shape {p.shape}; expected {spec.description})"

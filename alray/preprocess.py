@@ -122,7 +122,7 @@ def to_tensor(
         if batch.ndim != 4 or batch.shape[1] != 3:
             raise ValueError(f"a float batch must be (N, 3, H, W), got {tuple(batch.shape)}")
         return batch.to(device) if device is not None else batch
-    t = torch.as_tensor(np.ascontiguousarray(batch)) if not isinstance(batch, torch.Tensor) else batch
+    t = batch if isinstance(batch, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(batch))
     if t.ndim != 4 or t.shape[-1] != 3:
         raise ValueError(f"a uint8 batch must be (N, H, W, 3), got {tuple(t.shape)}")
     if device is not None:

@@ -10,8 +10,8 @@ subfolders), then times in the same run
 and prints both times, files/s and the ratio baseline_time / alray_time (>= 1 means alray is at
 least as fast as the plain loop while doing more).
 
-    python bench/store.py            # 100,000 files in a temp dir, removed afterwards
-    python bench/store.py --n 20000 --repeat 3
+    python bench/store.py            # 100,000 files in a temp dir, best of 3, removed afterwards
+    python bench/store.py --n 20000 --repeat 1
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=100_000, help="number of image files")
     ap.add_argument("--dir", default=None, help="where to generate (default: a temp dir)")
-    ap.add_argument("--repeat", type=int, default=1, help="time each side this many times, best")
+    ap.add_argument("--repeat", type=int, default=3, help="time each side this many times; best")
     args = ap.parse_args(argv)
 
     work = tempfile.mkdtemp(prefix="alray-bench-", dir=args.dir)

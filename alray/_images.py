@@ -111,8 +111,14 @@ def parse_header(head: bytes, read_all: Callable[[], bytes] | None = None) -> He
         elif fmt == "gif":
             w, h = struct.unpack("<HH", head[6:10])
         elif fmt == "bmp":
-            w, h = struct.unpack("<ii", head[18:26])
-            h = abs(h)
+            (dib,) = struct.unpack("<I", head[14:18])
+            if dib == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+                w, h = struct.unpack("<HH", head[18:22])
+            elif dib in (16, 40, 52, 56, 64, 108, 124):
+                w, h = struct.unpack("<ii", head[18:26])
+                h = abs(h)
+            else:  # "BM" followed by anything else is text that happens to start that way
+                raise NotAnImage("not an image: 'BM' without a bitmap header")
         elif fmt == "jpeg":
             try:
                 w, h = _jpeg_size(head)
@@ -169,8 +175,14 @@ def walk_local(root: str) -> Iterator[Found | Refused]:
     stack = [(root, "")]  # (folder, its path relative to root with a trailing "/")
     while stack:
         d, prefix = stack.pop()
-        with os.scandir(d) as it:
-            entries = sorted(it, key=lambda e: e.name)
+        try:
+            with os.scandir(d) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            if d == root:
+                raise
+            yield Refused(d, f"unreadable folder: {e.strerror or e}")
+            continue
         subdirs = []
         for e in entries:
             if e.name.startswith("."):

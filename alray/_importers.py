@@ -63,7 +63,11 @@ def parse_coco(path: str) -> Parsed:
     if not isinstance(doc, dict) or "images" not in doc:
         raise ValueError(f"{path} is not COCO JSON: expected an object with 'images'")
     out = Parsed()
-    cats = {c["id"]: str(c["name"]) for c in doc.get("categories", [])}
+    cats = {}
+    for c in doc.get("categories") or []:
+        if not isinstance(c, dict) or "id" not in c or "name" not in c:
+            raise ValueError(f"{path}: every category needs an 'id' and a 'name', got {c!r:.60}")
+        cats[c["id"]] = str(c["name"])
     images: dict[object, dict] = {}
     for img in doc["images"]:
         if "id" not in img or "file_name" not in img:
@@ -71,7 +75,8 @@ def parse_coco(path: str) -> Parsed:
             continue
         images[img["id"]] = img
         out.refs.add(str(img["file_name"]))
-        for tag in img.get("tags") or []:
+        tags = img.get("tags") or []
+        for tag in [tags] if isinstance(tags, str) else tags:  # "tags": "night" is one tag
             out.rows.append(
                 LabelRow(
                     "tagger", str(img["file_name"]), label=str(tag), where=f"image {img['id']} tags"

@@ -39,6 +39,8 @@ def decode_rle(rle: dict) -> np.ndarray:
     if isinstance(counts, (str, bytes)):
         counts = _decode_compressed_counts(counts)
     counts = np.asarray(counts, dtype=np.int64)
+    if (counts < 0).any():
+        raise ValueError("RLE counts must not be negative")
     if counts.sum() != h * w:
         raise ValueError(f"RLE counts sum to {int(counts.sum())}, expected {h}*{w}={h * w}")
     values = np.zeros(len(counts), dtype=bool)
@@ -55,6 +57,8 @@ def _decode_compressed_counts(s: str | bytes) -> list[int]:
     while p < len(s):
         x, k, more = 0, 0, True
         while more:
+            if p >= len(s):
+                raise ValueError("compressed RLE counts end in the middle of a number")
             c = ord(s[p]) - 48
             x |= (c & 0x1F) << (5 * k)
             more = bool(c & 0x20)

@@ -176,6 +176,26 @@ def test_add_folder_errors(tmp_path, store):
         p.add_images(str(tmp_path), dataset="../x")
 
 
+def test_unreadable_subfolder_and_lookalike_text_do_not_stop_the_add(tree, store, monkeypatch):
+    (tree / "A" / "cars.txt").write_text("BMW and Mercedes are car brands, this is no bitmap")
+    import alray._images as images
+
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if os.path.basename(path) == "sub":
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(images.os, "scandir", scandir)
+    p = Project.create("P", store=store)
+    report = p.add_images(str(tree))
+    assert "A/sub/a2.jpg" not in by_name(p.images())
+    assert report.added == 7 and report.ignored == 2  # notes.txt, cars.txt
+    reasons = {os.path.basename(pr["path"]): pr["reason"] for pr in report.problems}
+    assert reasons["sub"] == "unreadable folder: Permission denied"
+
+
 def test_headers_are_read_without_pillow_for_common_formats():
     for fmt, size in (("PNG", (7, 5)), ("JPEG", (33, 17)), ("GIF", (3, 9)), ("BMP", (6, 2))):
         h = parse_header(image_bytes(size, fmt))
@@ -457,6 +477,24 @@ def test_ambiguous_base_name_asks_for_dataset(tmp_path, store):
     (tmp_path / "l.csv").write_text("B/x.png,cat\n")
     p.import_labels(csv=str(tmp_path / "l.csv"))
     assert list(labels_of(p, "classifier")) == ["B/x.png"]
+
+
+def test_malformed_coco_parts(labeled, tmp_path):
+    p = labeled
+    images = coco_images("a1.png", "a2.png")
+    images[0]["tags"] = "night"  # a single tag as a string
+    anns = [{"image_id": 2, "category_id": 1, "segmentation": {"size": [H, W], "counts": "a"}}]
+    path = write_coco(tmp_path / "c.json", images, anns)
+    with pytest.raises(LabelImportError) as e:
+        p.import_labels(coco=path)
+    assert e.value.problems == ["annotation 1: compressed RLE counts end in the middle of a number"]
+    p.import_labels(coco=path, skip_invalid=True)
+    assert [r["label"] for r in labels_of(p, "tagger")["A/a1.png"]] == ["night"]
+    doc = json.loads((tmp_path / "c.json").read_text())
+    doc["categories"].append({"name": "no id"})
+    (tmp_path / "c.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="every category needs an 'id' and a 'name'"):
+        p.import_labels(coco=path)
 
 
 def test_label_source_errors(labeled, tmp_path):

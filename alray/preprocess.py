@@ -122,7 +122,9 @@ def to_tensor(
         if batch.ndim != 4 or batch.shape[1] != 3:
             raise ValueError(f"a float batch must be (N, 3, H, W), got {tuple(batch.shape)}")
         return batch.to(device) if device is not None else batch
-    t = batch if isinstance(batch, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(batch))
+    if not isinstance(batch, torch.Tensor):  # PIL arrays are read-only: torch wants writable
+        batch = torch.from_numpy(np.require(batch, requirements=["C", "W"]))
+    t = batch
     if t.ndim != 4 or t.shape[-1] != 3:
         raise ValueError(f"a uint8 batch must be (N, H, W, 3), got {tuple(t.shape)}")
     if device is not None:

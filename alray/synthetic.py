@@ -258,7 +258,7 @@ def generate(
         rel = f"{ds}/corrupt_{j + 1:04d}.{ext}" if ds else f"corrupt_{j + 1:04d}.{ext}"
         os.makedirs(os.path.dirname(os.path.join(out_dir, rel)), exist_ok=True)
         with open(os.path.join(out_dir, rel), "wb") as f:
-            f.write(b"\x89PNG\r\n\x1a\n" + np.random.default_rng([seed, -j - 1]).bytes(64))
+            f.write(b"\x89PNG\r\n\x1a\n" + np.random.default_rng([seed, 1 << 30, j]).bytes(64))
     coco = {
         "info": {"description": "alray synthetic shapes", "seed": seed, "size": size},
         "images": images,

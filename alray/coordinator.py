@@ -271,7 +271,7 @@ class Coordinator:
                 await self._after_commit(family, job, committed)
             else:
                 self._launch_rank(family, job)
-        self._maybe_train(family)
+        await self._maybe_train(family)
 
     # state ------------------------------------------------------------------------------------
     async def _save_state(self, family: str) -> None:
@@ -336,6 +336,7 @@ class Coordinator:
         while time.monotonic() < deadline:
             busy = (
                 bool(self._jobs)
+                or any(s.training or s.rank_job for s in self.state.values())
                 or any(r.status in ("queued", "running") for r in self.runs.list())
                 or (webhooks and self.webhooks.pending_total() > 0)
             )
@@ -370,7 +371,7 @@ class Coordinator:
         job = None
         if new.auto and (stale or not old.auto):
             job = await self._request_rank(family, reason="settings changed")
-        self._maybe_train(family)
+        await self._maybe_train(family)
         return {
             "family": family,
             "settings": new.model_dump(),
@@ -383,12 +384,12 @@ class Coordinator:
         """Count labeled images added per family; start training where the policy says so."""
         await self._ready()
         clean = self._check_counts(family_counts)
-        await self._consume_inbox()
+        touched = await self._consume_inbox()
         for family, count in clean.items():
             self.state[family].new_labels += count
             await self._save_state(family)
-        for family in clean:
-            self._maybe_train(family)
+        for family in sorted(set(clean) | touched):
+            await self._maybe_train(family)
         return {
             f: {
                 "new_labels": self.state[f].new_labels,
@@ -447,10 +448,10 @@ class Coordinator:
             )
         return job
 
-    def _maybe_train(self, family: str) -> None:
+    async def _maybe_train(self, family: str) -> None:
         st, fs = self.state[family], self.family_settings[family]
         if st.training is None and fs.retrain_every and st.new_labels >= fs.retrain_every:
-            self._background(self._start_training(family, reason="new labels"))
+            await self._start_training(family, reason="new labels")
 
     async def _start_training(
         self, family: str, reason: str, epochs: int | None = None
@@ -470,10 +471,12 @@ class Coordinator:
         return st.training
 
     def _launch_training(self, family: str, job: dict[str, Any]) -> None:
+        # Callers check st.training first; the job in _jobs may be the one finishing now (it
+        # starts the next training for labels that arrived meanwhile).
         key = ("train", family)
-        if key not in self._jobs:
-            self._jobs[key] = asyncio.ensure_future(self._training(family, job))
-            self._jobs[key].add_done_callback(lambda t, k=key: self._job_done(k, t))
+        task = asyncio.ensure_future(self._training(family, job))
+        self._jobs[key] = task
+        task.add_done_callback(lambda t, k=key: self._job_done(k, t))
 
     async def _training(self, family: str, job: dict[str, Any]) -> None:
         import ray
@@ -499,7 +502,7 @@ class Coordinator:
             )
             return
         await self._training_done(family, job, meta)
-        self._maybe_train(family)  # labels that arrived while it trained
+        await self._maybe_train(family)  # labels that arrived while it trained
 
     async def _training_done(self, family: str, job: dict[str, Any], meta: dict) -> None:
         st = self.state[family]
@@ -690,24 +693,14 @@ class Coordinator:
             except ray.exceptions.RayTaskError as e:
                 raise _unwrap(e) from None
 
-    def _background(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        task.add_done_callback(
-            lambda t: (
-                t.cancelled()
-                or t.exception() is None
-                or log.error("coordinator: %s", _describe(t.exception()))
-            )
-        )
-
     # inbox ------------------------------------------------------------------------------------
-    async def _consume_inbox(self) -> None:
+    async def _consume_inbox(self) -> set[str]:
         """Count label additions written to the store while no coordinator ran (the CLI does
         that without a Ray cluster). Names are remembered before the files go, so a crash in
         between never counts a file twice."""
         inbox = self.store.sub("coordinator", "inbox")
         names = await asyncio.to_thread(inbox.list, suffix=".json")
-        touched = set()
+        touched: set[str] = set()
         for name in names:
             if any(name in self.state[f].inbox_seen for f in FAMILIES):
                 continue
@@ -726,6 +719,7 @@ class Coordinator:
             if self.state[family].inbox_seen:
                 self.state[family].inbox_seen = []
                 await self._save_state(family)
+        return touched
 
     # public: runs -----------------------------------------------------------------------------
     async def create_run(

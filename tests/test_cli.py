@@ -19,7 +19,8 @@ def _cmd(store, args, debug: bool) -> list[str]:
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ALRAY_")}
+    # no ALRAY_ settings and no cluster from the caller's shell: the CLI runs on its own
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALRAY_") and k != "RAY_ADDRESS"}
     env["PYTHONWARNINGS"] = "ignore"
     return env
 

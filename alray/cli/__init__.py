@@ -8,8 +8,8 @@ from __future__ import annotations
 import sys
 import traceback
 
-import click
 import typer
+from rich.markup import escape
 
 from alray.cli._common import err_console, state
 
@@ -34,27 +34,30 @@ def _root(
 
 
 # Command modules register on `app` when imported.
+from alray.cli import coordinator as _coordinator  # noqa: E402,F401
 from alray.cli import project as _project  # noqa: E402,F401
 from alray.cli import rank as _rank  # noqa: E402,F401
+from alray.cli import serve as _serve  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``alray`` script: one-line errors, non-zero exit codes."""
+    """Entry point of the ``alray`` script: one-line errors, non-zero exit codes.
+
+    Click's own handling (usage errors, ``--help``, exit codes) stays in charge; any other
+    exception becomes a one-line cause, with the traceback only under ``--debug``.
+    """
     debug = "--debug" in (argv if argv is not None else sys.argv)
     try:
-        app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+        app(args=argv, prog_name="alray")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except KeyboardInterrupt:
         err_console.print("[red]aborted[/red]")
         return 130
     except Exception as e:  # the one place every error becomes a one-line cause
         if debug:
             traceback.print_exc()
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         if not debug:
             err_console.print("(run with --debug for the traceback)", style="dim")
         return 1

@@ -17,7 +17,6 @@ from alray.cli._common import (
     store_uri,
 )
 from alray.project import Project
-from alray.scoring import rank as rank_images
 
 _HEURISTICS = ", ".join(heuristics.HEURISTICS)
 
@@ -69,6 +68,8 @@ def rank(
     ds = split_csv(datasets)
     if save is None:
         save = n is None and ds is None
+    from alray.scoring import rank as rank_images  # imports torch: only when ranking
+
     with progress_bar(f"scoring {family} images") as advance:
         result = rank_images(
             p,

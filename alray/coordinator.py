@@ -367,7 +367,8 @@ class Coordinator:
             new = old.with_changes(**changes)
             self.family_settings[family] = new
             await asyncio.to_thread(fset.save, self.store, dict(self.family_settings))
-        stale = any(getattr(old, k) != getattr(new, k) for k in fset.RANKING_FIELDS)
+        stale = old.heuristic != new.heuristic or old.reduction != new.reduction
+        stale = stale or (new.heuristic == "bald" and old.mc_samples != new.mc_samples)
         job = None
         if new.auto and (stale or not old.auto):
             job = await self._request_rank(family, reason="settings changed")
@@ -566,6 +567,9 @@ class Coordinator:
         return job
 
     def _launch_rank(self, family: str, job: dict[str, Any]) -> None:
+        current = self.state[family].rank_job
+        if not current or current["token"] != job["token"]:
+            return  # a newer request came in while this one was being saved
         key = ("rank", family)
         old = self._jobs.pop(key, None)
         if old is not None:

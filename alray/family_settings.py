@@ -25,8 +25,6 @@ from alray._fs import Store
 from alray.families import FAMILIES, REDUCTIONS
 
 SETTINGS_PATH = ("settings", "families.json")
-# Fields whose change makes the family's stored ranking stale (it is re-ranked, not retrained).
-RANKING_FIELDS = ("heuristic", "reduction", "mc_samples")
 
 
 class FamilySettingsError(ValueError):
@@ -44,7 +42,10 @@ class FamilySettings(BaseModel):
     reduction: str = Field("mean", description="How per-object/pixel scores become one")
     auto: bool = Field(True, description="Re-rank automatically after each training")
     mc_samples: int | None = Field(
-        None, ge=2, le=256, description="Monte-Carlo dropout passes for bald (unset: ALRAY_)"
+        None,
+        ge=2,
+        le=256,
+        description="Monte-Carlo dropout passes for bald (unset: ALRAY_MC_SAMPLES)",
     )
     retrain_every: int | None = Field(
         20, ge=0, description="Retrain after this many new labels; 0 or unset = only when asked"

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -289,7 +290,7 @@ RESTART_SCRIPT = textwrap.dedent(
              configure_logging=False)
     c = Client(project, store, timeout=120)
     if phase == "first":
-        c.set_settings("classifier", heuristic="entropy", retrain_every=7, top_n=10)
+        c.set_settings("classifier", heuristic="entropy", retrain_every=7, auto=False)
         run = c.create_run("quick", "classifier", "none", 5)
         assert c.wait_idle(60, webhooks=False)
         c.add_webhook("http://127.0.0.1:9/nobody", "restart-secret", retry_base_s=0.05)
@@ -335,8 +336,11 @@ def test_state_survives_a_whole_ray_restart(tmp_path):
         assert proc.returncode == 0 and lines, proc.stderr[-3000:]
         return json.loads(lines[-1][len("RESULT ") :])
 
+    t0 = time.monotonic()
     first = phase("first")
+    t1 = time.monotonic()
     second = phase("second")
+    print(f"phases: {t1 - t0:.1f}s, {time.monotonic() - t1:.1f}s")
     assert second["settings"] == first["settings"]
     assert second["settings"]["classifier"]["heuristic"] == "entropy"
     assert second["settings"]["classifier"]["retrain_every"] == 7

@@ -143,3 +143,6 @@ def labels_import(
 
 def _labels_added(p: Project, report) -> None:
     """Hook for the coordinator (auto-retraining counts labels added through alray)."""
+    from alray.cli.coordinator import labels_added
+
+    labels_added(p, report.images)

@@ -356,3 +356,53 @@ def test_state_survives_a_whole_ray_restart(tmp_path):
     assert second["webhooks"] == first["webhooks"]
     assert second["webhooks"][0][1] < len(second["notifications"])
     assert second["unread"] == len(second["notifications"]) - 1
+
+
+@pytest.mark.ray
+def test_cli_commands_reach_the_coordinator(tmp_path, ray_session, capsys):
+    from alray.cli import main
+
+    generate(str(tmp_path / "images"), 12, size=SIZE, seed=4)
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    Project.create(name, store=str(tmp_path / "store")).add_images(str(tmp_path / "images"))
+    base = ["--store", str(tmp_path / "store")]
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        code = main([*base, *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    try:
+        code, out, _ = cli("settings", name, "--family", "tagger", "--auto", "off", "--json")
+        assert code == 0 and json.loads(out)["settings"]["auto"] is False
+        code, _, err = cli("settings", name, "--family", "tagger", "--heuristic", "nope")
+        assert code == 1 and "choose one of: margin" in err
+        code, out, _ = cli("settings", name, "--json")
+        assert json.loads(out)["tagger"]["auto"] is False
+        code, out, _ = cli(
+            "run", "create", name, "--name", "abc", "--family", "tagger",
+            "--heuristic", "none", "--n", "3", "--datasets", "A", "--wait", "--json",
+        )  # fmt: skip
+        run = json.loads(out)
+        assert code == 0 and run["status"] == "completed"
+        assert [r["file_name"] for r in run["result"]] == sorted(
+            r["file_name"] for r in run["result"]
+        )
+        code, out, _ = cli("runs", name, "--json")
+        assert [r["id"] for r in json.loads(out)] == [run["id"]]
+        code, out, _ = cli("notifications", name, "--json", "--mark-read")
+        notes = [json.loads(line) for line in out.splitlines()]
+        assert [n["type"] for n in notes] == ["run_completed"]
+        code, out, _ = cli("webhooks", "add", name, "--url", "https://example.com/h",
+                           "--secret", SECRET, "--json")  # fmt: skip
+        hook = json.loads(out)
+        assert hook["secret"] == "***"
+        code, _, err = cli("webhooks", "add", name, "--url", "ftp://x/y", "--secret", SECRET)
+        assert code == 1 and "http:// or https://" in err
+        code, out, _ = cli("webhooks", "list", name, "--json")
+        assert [h["id"] for h in json.loads(out)] == [hook["id"]]
+        assert cli("webhooks", "remove", name, hook["id"])[0] == 0
+        code, out, _ = cli("coordinator", "status", name, "--json")
+        assert json.loads(out)["unread"] == 0
+    finally:
+        kill_coordinator(name)

@@ -269,10 +269,14 @@ def test_coordinator_killed_mid_scoring_resumes_the_run(env, ray_session):
     while c.get_run(run["id"])["status"] != "running":
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    time.sleep(1.0)  # the scoring task is under way
+    time.sleep(0.5)  # the scoring task is under way (its model replicas take seconds to start)
     old_pid = c.ping()["pid"]
+    assert c.get_run(run["id"])["status"] == "running"
     ray.kill(ray.get_actor(actor_name(p.name), namespace=ns), no_restart=False)
-    assert c.ping()["pid"] != old_pid  # Ray restarted it; the call was retried
+    deadline = time.monotonic() + 60
+    while c.ping()["pid"] == old_pid:  # the kill is asynchronous; Ray restarts the actor
+        assert time.monotonic() < deadline, "the coordinator was not restarted"
+        time.sleep(0.1)
     done = _wait_run(c, run["id"])
     assert done["status"] == "completed", done["error"]
     assert done["attempts"] == 2

@@ -43,7 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from alray import _importers
+from alray import _importers, families
 from alray._fs import Store, is_uri, resolve, unique_name
 from alray._images import (
     IMAGE_EXTENSIONS,
@@ -55,16 +55,8 @@ from alray._images import (
     read_local_header,
     walk_local,
 )
+from alray.families import FAMILIES
 from alray.settings import load_settings
-
-FAMILIES = (
-    "classifier",
-    "tagger",
-    "detector",
-    "instance_segmentor",
-    "semantic_segmentor",
-    "attributor",
-)
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -139,15 +131,17 @@ class ImportReport:
         return {"images": self.images, "annotations": self.annotations, "problems": self.problems}
 
 
+def check_family(family: str) -> str:
+    """``family``, or a ``ProjectError`` listing the families (the list is ``alray.families``)."""
+    try:
+        return families.check_family(family)
+    except ValueError as e:
+        raise ProjectError(str(e)) from None
+
+
 def image_id_for(dataset: str, file_name: str) -> str:
     """Stable id of an image: the same dataset and file name always give the same id."""
     return hashlib.sha1(f"{dataset}/{file_name}".encode()).hexdigest()[:16]
-
-
-def check_family(family: str) -> str:
-    if family not in FAMILIES:
-        raise ProjectError(f"unknown family {family!r}; choose one of: {', '.join(FAMILIES)}")
-    return family
 
 
 class Project:

@@ -184,6 +184,14 @@ def test_projects_list_create_and_detail(api):
         "no folder",
     )
     _error(api.c.post("/api/projects", json={"name": "x"}), 422, "exactly one")
+    listed = api.root / "list.csv"
+    listed.write_text("uri\nimages/A/A_000001.png\nimages/B/B_000002.png\n")
+    r = api.c.post("/api/projects", json={"name": "listed", "list_file": str(listed)})
+    assert r.status_code == 201 and r.json()["images"]["added"] == 2, r.text
+    outside = api.root / "outside.csv"
+    outside.write_text(f"uri\n{api.root / 'images/A/A_000001.png'}\n/etc/hostname\n")
+    r = api.c.post("/api/projects", json={"name": "x", "list_file": str(outside)})
+    _error(r, 403, "body.list_file", "/etc/hostname")
     _error(api.c.post("/api/projects", json={"name": "../x", "images": "a"}), 422, "body.name")
     _error(
         api.c.post("/api/projects", json={"name": "x", "images": "a", "colour": 1}),

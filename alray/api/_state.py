@@ -51,8 +51,14 @@ class ApiState:
     ) -> None:
         self.store_uri = normalize_store(store_uri)
         self.token = api_token or None
+        # local roots resolved (links and ..), object-store roots kept as URI prefixes
         self.image_roots = (
-            None if image_roots is None else [os.path.realpath(r) for r in image_roots]
+            None
+            if image_roots is None
+            else [
+                r if _remote(r) else os.path.realpath(r.removeprefix("file://"))
+                for r in image_roots
+            ]
         )
         self.namespace = namespace
         self.ranks = RankCache(self.store_uri)
@@ -137,20 +143,72 @@ class ApiState:
         return table
 
     # paths ------------------------------------------------------------------------------------
+    def allowed(self, path: str) -> bool:
+        """Whether the server may read ``path`` (a local path or a URI) for a client."""
+        if self.image_roots is None:
+            return True
+        if _remote(path):
+            return any(path.startswith(r.rstrip("/") + "/") for r in self.image_roots if _remote(r))
+        local = os.path.realpath(path.removeprefix("file://"))
+        return any(
+            local == r or local.startswith(r.rstrip(os.sep) + os.sep)
+            for r in self.image_roots
+            if not _remote(r)
+        )
+
     def check_server_path(self, path: str, field: str) -> None:
-        """Refuse a server-side path outside the configured image roots (when there are any)."""
-        from alray._fs import is_uri
+        """Refuse a server-side path outside the configured image roots (when there are any);
+        for a list file, every absolute path or URI it lists too."""
         from alray.api._errors import ApiError
 
-        if self.image_roots is None or (is_uri(path) and not path.startswith("file://")):
+        if self.image_roots is None:
             return
-        local = os.path.realpath(path.removeprefix("file://"))
-        for root in self.image_roots:
-            if local == root or local.startswith(root.rstrip(os.sep) + os.sep):
-                return
-        raise ApiError(
-            403,
-            f"body.{field}: {path} is outside the folders this server may read "
-            f"({', '.join(self.image_roots)}); put the images under one of them",
-            field=f"body.{field}",
-        )
+        roots = ", ".join(self.image_roots)
+        if not self.allowed(path):
+            raise ApiError(
+                403,
+                f"body.{field}: {path} is outside the folders this server may read ({roots}); "
+                "put the images under one of them",
+                field=f"body.{field}",
+            )
+        if field == "list_file" and not _remote(path):
+            outside = [u for u in _listed_uris(path) if _absolute(u) and not self.allowed(u)]
+            if outside:
+                raise ApiError(
+                    403,
+                    f"body.list_file: lists {len(outside)} image(s) outside the folders this "
+                    f"server may read ({roots}), e.g. {outside[0]}; list only images under them",
+                    field="body.list_file",
+                )
+
+
+def _remote(path: str) -> bool:
+    from alray._fs import is_uri
+
+    return is_uri(path) and not path.startswith("file://")
+
+
+def _absolute(uri: str) -> bool:
+    return _remote(uri) or uri.startswith("file://") or os.path.isabs(uri)
+
+
+def _listed_uris(list_file: str) -> list[str]:
+    """The uri (or path) column of a CSV/Parquet image list, as ``Project.add_images`` reads
+    it; [] when it cannot be read (add_images then explains what is wrong)."""
+    import csv
+
+    import pyarrow.parquet as pq
+
+    try:
+        if list_file.endswith(".parquet"):
+            t = pq.read_table(list_file)
+            cols = {c.lower(): c for c in t.column_names}
+            key = cols.get("uri") or cols.get("path")
+            return [] if key is None else [str(v).strip() for v in t[key].to_pylist() if v]
+        with open(list_file, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            cols = {c.lower(): c for c in (reader.fieldnames or [])}
+            key = cols.get("uri") or cols.get("path")
+            return [] if key is None else [str(r.get(key) or "").strip() for r in reader]
+    except (OSError, ValueError, UnicodeDecodeError):
+        return []

@@ -4,6 +4,8 @@ completion + notification, cancellation, and the coordinator killed mid-scoring.
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 import uuid
 
@@ -185,6 +187,13 @@ async def _restart_notifies_nothing(store):
 
 
 # ---------------------------------------------------------------------------- on Ray
+def _add_model(p: Project) -> None:
+    torch.manual_seed(0)
+    net = build_model("classifier", num_classes=3)
+    meta = {"classes": ["circle", "square", "triangle"], "input_size": [SIZE, SIZE]}
+    save_version(p, "classifier", script_bytes(net.eval()), meta)
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, ray_session):
     root = tmp_path_factory.mktemp("runs")
@@ -192,14 +201,7 @@ def env(tmp_path_factory, ray_session):
     name = f"runs-{uuid.uuid4().hex[:6]}"
     p = Project.create(name, store=str(root / "store"))
     p.add_images(str(root / "images"))
-    torch.manual_seed(0)
-    net = build_model("classifier", num_classes=3)
-    save_version(
-        p,
-        "classifier",
-        script_bytes(net.eval()),
-        {"classes": ["circle", "square", "triangle"], "input_size": [SIZE, SIZE]},
-    )
+    _add_model(p)
     ns = f"test-{uuid.uuid4().hex[:8]}"
     client = Client(name, p.store_uri, namespace=ns, timeout=120)
     yield p, client, ns
@@ -260,28 +262,76 @@ def test_cancel_a_running_run(env):
     assert not [n for n in c.notifications_after(0) if n["payload"].get("run_id") == run["id"]]
 
 
+class FifoImage:
+    """Turns one registered image into a named pipe: a scoring task that reads it blocks until
+    :meth:`feed` starts answering each reader with the image's bytes. That pins a run
+    mid-scoring for as long as a test needs, with no sleeps to guess."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        with open(path, "rb") as f:
+            self.data = f.read()
+        os.remove(path)
+        os.mkfifo(path)
+        self.stop = threading.Event()
+        self.fed = 0
+
+    def feed(self) -> None:
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            try:  # non-blocking open fails (ENXIO) until a reader has the pipe open
+                fd = os.open(self.path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            os.set_blocking(fd, True)
+            try:
+                os.write(fd, self.data)
+                self.fed += 1
+            except OSError:  # the reader died (a killed task)
+                pass
+            finally:
+                os.close(fd)
+            time.sleep(0.5)  # let that reader see the end of the data and close the pipe
+
+
 @pytest.mark.ray
-def test_coordinator_killed_mid_scoring_resumes_the_run(env, ray_session):
+def test_coordinator_killed_mid_scoring_resumes_the_run(tmp_path, ray_session):
     ray = ray_session
-    p, c, ns = env
-    run = c.create_run("survives a crash", "classifier", "least_confidence", 4)
-    deadline = time.monotonic() + 60
-    while c.get_run(run["id"])["status"] != "running":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    time.sleep(0.5)  # the scoring task is under way (its model replicas take seconds to start)
-    old_pid = c.ping()["pid"]
-    assert c.get_run(run["id"])["status"] == "running"
-    ray.kill(ray.get_actor(actor_name(p.name), namespace=ns), no_restart=False)
-    deadline = time.monotonic() + 60
-    while c.ping()["pid"] == old_pid:  # the kill is asynchronous; Ray restarts the actor
-        assert time.monotonic() < deadline, "the coordinator was not restarted"
-        time.sleep(0.1)
-    done = _wait_run(c, run["id"])
-    assert done["status"] == "completed", done["error"]
-    assert done["attempts"] == 2
-    assert c.run_result(run["id"]).num_rows == 4
-    notes = c.notifications_after(0)
-    assert [n["id"] for n in notes] == list(range(1, len(notes) + 1))  # no gap, no repeat
-    mine = [n["type"] for n in notes if n["payload"].get("run_id") == run["id"]]
-    assert mine == ["run_completed"]
+    generate(str(tmp_path / "images"), 10, size=SIZE, seed=6)
+    name = f"kill-{uuid.uuid4().hex[:6]}"
+    p = Project.create(name, store=str(tmp_path / "store"))
+    p.add_images(str(tmp_path / "images"))
+    _add_model(p)
+    fifo = FifoImage(p.images()["uri"][0].as_py())
+    ns = f"test-{uuid.uuid4().hex[:8]}"
+    c = Client(name, p.store_uri, namespace=ns, timeout=120)
+    try:
+        run = c.create_run("survives a crash", "classifier", "least_confidence", 4)
+        deadline = time.monotonic() + 60
+        while c.get_run(run["id"])["status"] != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(1.0)  # the scoring pipeline is up and waits on the pipe
+        assert c.get_run(run["id"])["status"] == "running" and fifo.fed == 0
+        old_pid = c.ping()["pid"]
+        ray.kill(ray.get_actor(actor_name(name), namespace=ns), no_restart=False)
+        deadline = time.monotonic() + 60
+        while c.ping()["pid"] == old_pid:  # the kill is asynchronous; Ray restarts the actor
+            assert time.monotonic() < deadline, "the coordinator was not restarted"
+            time.sleep(0.1)
+        fifo.feed()
+        done = _wait_run(c, run["id"])
+        assert done["status"] == "completed", done["error"]
+        assert done["attempts"] == 2
+        assert c.run_result(run["id"]).num_rows == 4
+        notes = c.notifications_after(0)
+        assert [n["id"] for n in notes] == list(range(1, len(notes) + 1))  # no gap, no repeat
+        assert [(n["type"], n["payload"]["run_id"]) for n in notes] == [
+            ("run_completed", run["id"])
+        ]
+    finally:
+        fifo.stop.set()
+        kill_coordinator(name, ns)

@@ -19,6 +19,7 @@ fix (:mod:`alray.api._errors`).
 # No `from __future__ import annotations`: FastAPI reads the route annotations at runtime, and
 # some name objects local to create_app (the bearer scheme).
 import asyncio
+import contextlib
 import hmac
 import io
 import logging
@@ -36,7 +37,7 @@ from ray import serve
 
 from alray import family_settings as fset
 from alray.api import models as m
-from alray.api._errors import ApiError, SafeJSONResponse, install
+from alray.api._errors import ApiError, SafeJSONResponse, Unavailable, install
 from alray.api._state import ApiState, is_loopback
 from alray.coordinator import NAMESPACE, normalize_store, write_inbox
 from alray.families import FAMILIES
@@ -214,6 +215,15 @@ def _webhook(project: str, hooks: list[dict[str, Any]], webhook_id: str) -> dict
 
 
 # ---------------------------------------------------------------------------------- the app
+def _lifespan(state: ApiState) -> Any:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await state.close()  # stop the notification listeners with the replica
+
+    return lifespan
+
+
 def create_app(state: ApiState) -> FastAPI:
     """The FastAPI app of one replica (also usable on its own, e.g. under uvicorn)."""
     app = FastAPI(
@@ -225,6 +235,7 @@ def create_app(state: ApiState) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         default_response_class=SafeJSONResponse,
+        lifespan=_lifespan(state),
     )
     install(app)
     bearer = HTTPBearer(auto_error=False, description="ALRAY_API_TOKEN")
@@ -590,9 +601,14 @@ def create_app(state: ApiState) -> FastAPI:
             last = start
             yield f"retry: 3000\n: alray notifications of {project} after {last}\n\n"
             while not await request.is_disconnected():
-                found = await state.call(
-                    project, "wait_notifications", last, float(heartbeat), 100, types
-                )
+                try:
+                    found = await state.call(
+                        project, "wait_notifications", last, float(heartbeat), 100, types
+                    )
+                except Unavailable:  # the coordinator restarts: keep the stream, poll again
+                    yield ": coordinator restarting\n\n"
+                    await asyncio.sleep(2.0)
+                    continue
                 if not found:
                     yield ": ping\n\n"
                     continue
@@ -731,10 +747,6 @@ def create_app(state: ApiState) -> FastAPI:
         )
 
     app.include_router(api)
-
-    @app.on_event("shutdown")
-    async def _close() -> None:
-        await state.close()
 
     return app
 

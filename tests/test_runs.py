@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from alray import scoring
+from alray import ranks, scoring
 from alray._fs import Store
 from alray.assistants import save_version, script_bytes
 from alray.coordinator import Client, actor_name, kill_coordinator
@@ -314,8 +314,11 @@ def test_coordinator_killed_mid_scoring_resumes_the_run(tmp_path, ray_session):
         while c.get_run(run["id"])["status"] != "running":
             assert time.monotonic() < deadline
             time.sleep(0.05)
+        # an auto re-rank in flight too (it waits for the scoring slot the run holds)
+        assert c.set_settings("classifier", heuristic="entropy")["reranking"] is True
         time.sleep(1.0)  # the scoring pipeline is up and waits on the pipe
         assert c.get_run(run["id"])["status"] == "running" and fifo.fed == 0
+        assert c.status()["families"]["classifier"]["rank_job"] is not None
         old_pid = c.ping()["pid"]
         ray.kill(ray.get_actor(actor_name(name), namespace=ns), no_restart=False)
         deadline = time.monotonic() + 60
@@ -327,10 +330,15 @@ def test_coordinator_killed_mid_scoring_resumes_the_run(tmp_path, ray_session):
         assert done["status"] == "completed", done["error"]
         assert done["attempts"] == 2
         assert c.run_result(run["id"]).num_rows == 4
+        assert c.wait_idle(120)
+        # the re-rank was started again and stored once, its notification sent once
+        assert ranks.list_versions(p, "classifier") == [1]
+        assert ranks.read_meta(p, "classifier", 1)["heuristic"] == "entropy"
         notes = c.notifications_after(0)
         assert [n["id"] for n in notes] == list(range(1, len(notes) + 1))  # no gap, no repeat
-        assert [(n["type"], n["payload"]["run_id"]) for n in notes] == [
-            ("run_completed", run["id"])
+        assert sorted(n["type"] for n in notes) == ["ranks_changed", "run_completed"]
+        assert [n["payload"]["run_id"] for n in notes if n["type"] == "run_completed"] == [
+            run["id"]
         ]
     finally:
         fifo.stop.set()

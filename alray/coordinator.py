@@ -288,8 +288,9 @@ class Coordinator:
         return None if meta is None else int(meta["version"])
 
     def _committed_version(self, family: str, token: str) -> int | None:
-        """The rank version a rank job stored, if it got that far (its token is in the meta)."""
-        for v in reversed(ranks.list_versions(self.project, family)):
+        """The rank version a rank job stored, if it got that far (its token is in the meta).
+        One rank job runs per family at a time, so it can only be among the newest."""
+        for v in reversed(ranks.list_versions(self.project, family)[-3:]):
             if ranks.read_meta(self.project, family, v).get("job") == token:
                 return v
         return None

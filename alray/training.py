@@ -47,6 +47,8 @@ from alray.models.losses import (
     batch_targets,
     centernet_loss,
     encode_objects,
+    flip_targets,
+    hflip,
 )
 
 Progress = Callable[..., None]  # advance(n, total=None)
@@ -298,12 +300,20 @@ def encode_targets(data: LabeledSet) -> DenseTargets | None:
     )
 
 
+def can_flip(data: LabeledSet) -> bool:
+    """Mirroring keeps CenterNet targets exact only when the width is a multiple of 4."""
+    return data.family not in OBJECT_FAMILIES or data.input_size[1] % 4 == 0
+
+
 def batch_loss(
     model: torch.nn.Module, family: str, x: torch.Tensor, data: LabeledSet,
     dense: DenseTargets | None, idx: np.ndarray, device: torch.device,
+    flip: np.ndarray | None = None,
 ) -> torch.Tensor:
-    """The training loss of one batch (images ``idx`` of ``data``)."""
-    out = model.dense(x)
+    """The training loss of one batch (images ``idx`` of ``data``), the images where ``flip``
+    is true mirrored left-right together with their targets."""
+    f = torch.from_numpy(flip if flip is not None else np.zeros(len(idx), bool)).to(device)
+    out = model.dense(hflip(x, f))
     if family == "classifier":
         return F.cross_entropy(out["logits"], torch.from_numpy(data.y[idx]).to(device))
     if family == "tagger":
@@ -311,8 +321,9 @@ def batch_loss(
             out["logits"], torch.from_numpy(data.y[idx]).to(device))
     if family == "semantic_segmentor":
         target = torch.from_numpy(data.y[idx].astype(np.int64)).to(device)
-        return F.cross_entropy(out["logits"], target)
-    return centernet_loss(out, batch_targets(dense, idx, device))
+        return F.cross_entropy(out["logits"], hflip(target, f))
+    t = flip_targets(batch_targets(dense, idx, device), f, data.input_size[1])
+    return centernet_loss(out, t)
 
 
 def fit(
@@ -326,8 +337,10 @@ def fit(
     lr: float = LEARNING_RATE,
     device: torch.device | str = "cpu",
     progress: Progress | None = None,
+    augment: bool = True,
 ) -> torch.nn.Module:
-    """Train ``model`` in place: AdamW + one-cycle schedule, shuffled batches (seeded)."""
+    """Train ``model`` in place: AdamW + one-cycle schedule, shuffled batches and random
+    left-right mirroring (``augment``), all drawn from ``seed``."""
     device = torch.device(device)
     model.to(device).train()
     dense = encode_targets(data)
@@ -337,6 +350,7 @@ def fit(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total,
                                                 pct_start=0.15)
     rng = np.random.default_rng(seed)
+    augment = augment and can_flip(data)
     if progress:
         progress(0, total)
     for _ in range(epochs):
@@ -345,8 +359,9 @@ def fit(
             idx = np.sort(order[s * batch_size:(s + 1) * batch_size])
             if len(idx) < 2 and steps_per_epoch > 1:
                 continue  # batch norm needs two images; a lone leftover is skipped
+            flip = rng.random(len(idx)) < 0.5 if augment else None
             x = preprocess.to_tensor(data.images[idx], device=device)
-            loss = batch_loss(model, data.family, x, data, dense, idx, device)
+            loss = batch_loss(model, data.family, x, data, dense, idx, device, flip)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

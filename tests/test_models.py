@@ -139,3 +139,30 @@ def test_select_device(monkeypatch):
     assert select_device("CPU").type == "cpu"
     with pytest.raises(ValueError, match="unknown device"):
         select_device("tpu")
+
+
+def test_mirrored_targets_equal_targets_of_mirrored_labels():
+    from alray.models.losses import Objects, batch_targets, encode_objects, flip_targets
+
+    h, w = 32, 48
+
+    def objs(mirror: bool) -> Objects:
+        boxes = np.array([[3, 4, 15, 20], [21, 2, 45, 30]], np.float32)
+        masks = np.zeros((2, h, w), bool)
+        masks[0, 4:20, 3:15] = True
+        masks[1, 2:30, 21:45] = True
+        masks[1, 5:9, 22:24] = False
+        if mirror:
+            boxes = np.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], 1)
+            masks = masks[:, :, ::-1].copy()
+        return Objects(boxes, np.array([0, 1]), masks, np.array([[1, 0], [0, 1]], np.float32))
+
+    cpu = torch.device("cpu")
+    kw = {"num_attributes": 2, "with_masks": True}
+    plain = batch_targets(encode_objects([objs(False), objs(True)], (h, w), **kw), np.arange(2),
+                          cpu)
+    mirrored = batch_targets(encode_objects([objs(True), objs(True)], (h, w), **kw), np.arange(2),
+                             cpu)
+    flipped = flip_targets(plain, torch.tensor([True, False]), w)
+    for k in plain:
+        torch.testing.assert_close(flipped[k].float(), mirrored[k].float(), msg=k)

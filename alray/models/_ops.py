@@ -21,8 +21,8 @@ class ConvBN(nn.Sequential):
 class Backbone(nn.Module):
     """A small conv net: feature maps at strides 2, 4, 8 and 16.
 
-    About 2 M multiply-adds per 32×32 of input at width 1: cheap enough to train on a laptop
-    CPU, deep enough (receptive field ≈ 80 px at stride 16) for shapes filling a 64×64 image.
+    About 10 M multiply-adds for a 64×64 image at width 1: cheap enough to train on a laptop
+    CPU, deep enough (receptive field ≈ 85 px at stride 16) for shapes filling a 64×64 image.
     """
 
     def __init__(self, width: float = 1.0):
@@ -48,24 +48,27 @@ def upsample_to(x: Tensor, ref: Tensor) -> Tensor:
 
 
 class Neck(nn.Module):
-    """A light FPN: stride-16 and stride-8 context added into the stride-4 (and 2) maps."""
+    """A light FPN: stride-16 and stride-8 context added into the stride-4 map (``out``
+    channels) and, when ``out2 > 0``, into a stride-2 map of ``out2`` channels (kept narrow:
+    at stride 2 every channel costs four times as much)."""
 
-    def __init__(self, channels: list[int], out: int, with_s2: bool = False):
+    def __init__(self, channels: list[int], out: int, out2: int = 0):
         super().__init__()
         self.lat16 = nn.Conv2d(channels[3], channels[2], 1)
         self.lat8 = nn.Conv2d(channels[2], channels[1], 1)
         self.out4 = ConvBN(channels[1], out)
-        self.with_s2 = with_s2
+        self.with_s2 = out2 > 0
         self.lat4 = nn.Conv2d(out, channels[0], 1)
-        self.out2 = ConvBN(channels[0], out)
+        self.out2 = ConvBN(channels[0], max(out2, 1))
 
     def forward(
         self, f2: Tensor, f4: Tensor, f8: Tensor, f16: Tensor
     ) -> tuple[Tensor, Tensor]:
         n8 = f8 + upsample_to(self.lat16(f16), f8)
         n4 = self.out4(f4 + upsample_to(self.lat8(n8), f4))
-        n2 = self.out2(f2 + upsample_to(self.lat4(n4), f2)) if self.with_s2 else n4
-        return n4, n2
+        if self.with_s2:
+            return n4, self.out2(f2 + upsample_to(self.lat4(n4), f2))
+        return n4, n4
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:

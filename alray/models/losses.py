@@ -159,3 +159,37 @@ def mask_loss(out: dict[str, Tensor], t: dict[str, Tensor]) -> Tensor:
     ).float()
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     return ((bce * inside).sum((1, 2)) / inside.sum((1, 2)).clamp(min=1)).mean()
+
+
+def hflip(x: Tensor, flip: Tensor) -> Tensor:
+    """Mirror the items of a batch along the last axis where ``flip (B,)`` is true."""
+    if not bool(flip.any()):
+        return x
+    return torch.where(flip.view((-1,) + (1,) * (x.dim() - 1)), x.flip(-1), x)
+
+
+def flip_targets(t: dict[str, Tensor], flip: Tensor, width: int) -> dict[str, Tensor]:
+    """CenterNet targets of horizontally mirrored images (``width`` a multiple of the stride).
+
+    Cell j becomes w-1-j, so a centre offset from the cell centre changes sign; object masks,
+    their centre cells and boxes mirror with the image.
+    """
+    if not bool(flip.any()):
+        return t
+    out = dict(t)
+    for k in ("heat", "cls", "reg", "attrs"):
+        if k in t:
+            out[k] = hflip(t[k], flip)
+    box = hflip(t["box"], flip)
+    out["box"] = torch.cat([torch.where(flip.view(-1, 1, 1, 1), -box[:, :1], box[:, :1]),
+                            box[:, 1:]], 1)
+    if "obj_mask" in t and t["obj_mask"].shape[0] > 0:
+        of = flip[t["obj_image"]]
+        w = t["heat"].shape[-1]
+        ci, cj = t["obj_cell"] // w, t["obj_cell"] % w
+        out["obj_cell"] = torch.where(of, ci * w + (w - 1 - cj), t["obj_cell"])
+        out["obj_mask"] = hflip(t["obj_mask"], of)
+        b = t["obj_box"]
+        mirrored = torch.stack([width - b[:, 2], b[:, 1], width - b[:, 0], b[:, 3]], 1)
+        out["obj_box"] = torch.where(of[:, None], mirrored, b)
+    return out

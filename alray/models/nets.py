@@ -62,11 +62,12 @@ class SemanticNet(nn.Module):
         super().__init__()
         self.backbone = Backbone(width)
         c = self.backbone.channels
-        self.neck = Neck(c, c[1], with_s2=True)
-        self.refine = ConvBN(c[1] + 3, c[1])  # the RGB at stride 2 sharpens edges
+        s2 = c[0] + 8
+        self.neck = Neck(c, c[1], out2=s2)
+        self.refine = ConvBN(s2 + 3, s2)  # the RGB at stride 2 sharpens edges
         self.p = dropout
         self.dropout = nn.Dropout2d(dropout)
-        self.cls = nn.Conv2d(c[1], num_classes, 1)
+        self.cls = nn.Conv2d(s2, num_classes, 1)
 
     def features(self, x: Tensor) -> Tensor:
         f2, f4, f8, f16 = self.backbone(x)
@@ -124,7 +125,8 @@ class CenterNet(nn.Module):
         self.backbone = Backbone(width)
         c = self.backbone.channels
         hc = c[1] + c[0]
-        self.neck = Neck(c, hc, with_s2=self.with_masks)
+        s2 = c[0] + 8
+        self.neck = Neck(c, hc, out2=s2 if self.with_masks else 0)
         self.head = ConvBN(hc, hc)
         self.dropout = nn.Dropout(dropout)
         self.obj = nn.Conv2d(hc, 1, 1)
@@ -132,7 +134,7 @@ class CenterNet(nn.Module):
         self.cls = nn.Conv2d(hc, num_classes, 1)
         self.attr = nn.Conv2d(hc, max(num_attributes, 1), 1)
         self.coef = nn.Conv2d(hc, num_protos, 1)
-        self.proto = nn.Sequential(ConvBN(hc, hc), nn.Conv2d(hc, num_protos, 1))
+        self.proto = nn.Sequential(ConvBN(s2, s2), nn.Conv2d(s2, num_protos, 1))
         nn.init.constant_(self.obj.bias, -2.2)  # start near a 10% prior: stable focal loss
         nn.init.zeros_(self.box.bias)
 

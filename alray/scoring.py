@@ -10,7 +10,7 @@ in and sorted there, never held as Python objects on the driver.
 >>> plan_resources({"CPU": 8.0}, device="auto").max_replicas
 7
 >>> plan_resources({"CPU": 16.0, "GPU": 2.0}, device="auto").num_gpus
-1
+1.0
 """
 
 from __future__ import annotations
@@ -59,20 +59,29 @@ def plan_resources(
 ) -> Resources:
     """Replica resources for a cluster: one GPU per replica when GPUs exist (decode stays on
     CPU), else CPU replicas leaving one CPU free for Ray Data's read tasks (a pool that takes
-    every CPU can starve the reads and hang the dataset)."""
-    cpus = int(cluster.get("CPU", 1))
+    every CPU can starve the reads and hang the dataset).
+
+    An explicit ``max_replicas`` is kept even above what the cluster has now: on an
+    autoscaling cluster (workers at min 0) that is how far the pool may grow as nodes join;
+    Ray Data only adds replicas onto resources that exist. The replicas started up front
+    stay within today's cluster. ``device="cuda"`` on a cluster with no GPU yet is refused
+    unless ``max_replicas`` says how many GPU nodes to wait for.
+    """
+    cpus = int(cluster.get("CPU", 0))
     gpus = int(cluster.get("GPU", 0))
-    if device == "cuda" and gpus == 0:
-        raise RuntimeError("ALRAY_DEVICE=cuda but the Ray cluster has no GPU; use auto or cpu")
-    if gpus and device in ("auto", "cuda"):
-        top = min(max_replicas or gpus, gpus)
-        return Resources(
-            "cuda", 1.0, 1.0, min(min_replicas, top), top, max(1, cpus // max(gpus, 1) - 1)
+    if device == "cuda" and gpus == 0 and not max_replicas:
+        raise RuntimeError(
+            "ALRAY_DEVICE=cuda but the Ray cluster has no GPU; use auto or cpu, or set "
+            "ALRAY_SCORER_MAX_REPLICAS so that an autoscaler can add GPU nodes"
         )
+    if device == "cuda" or (gpus and device == "auto"):
+        top = max_replicas or gpus
+        low = max(1, min(min_replicas, top, gpus))
+        return Resources("cuda", 1.0, 1.0, low, top, max(1, cpus // max(gpus, 1) - 1))
     top = max_replicas or max(1, cpus - 1)
-    top = max(1, min(top, max(1, cpus - 1))) if cpus > 1 else 1
+    low = max(1, min(min_replicas, top, cpus - 1))
     threads = max(1, cpus // top)
-    return Resources("cpu", 0.0, 1.0, min(min_replicas, top), top, threads)
+    return Resources("cpu", 0.0, 1.0, low, top, threads)
 
 
 @dataclass

@@ -39,6 +39,7 @@ from alray.cli import models as _models  # noqa: E402,F401
 from alray.cli import project as _project  # noqa: E402,F401
 from alray.cli import rank as _rank  # noqa: E402,F401
 from alray.cli import serve as _serve  # noqa: E402,F401
+from alray.cli import simulate as _simulate  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from ray import serve
 
 from alray import family_settings as fset
+from alray.api import dashboard
 from alray.api import models as m
 from alray.api._errors import ApiError, SafeJSONResponse, Unavailable, install
 from alray.api._state import ApiState, is_loopback
@@ -747,6 +748,7 @@ def create_app(state: ApiState) -> FastAPI:
         )
 
     app.include_router(api)
+    dashboard.install(app, state, authorize)  # the page at / and its chart route
 
     return app
 

@@ -193,7 +193,20 @@ def install(app: FastAPI, state: ApiState, authorize: Callable[..., Any]) -> Non
     async def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers=_NO_CACHE)
 
-    router = APIRouter(prefix="/api", dependencies=[Depends(authorize)])
+    router = APIRouter(
+        prefix="/api",
+        dependencies=[Depends(authorize)],
+        responses={
+            code: {"model": m.ErrorBody, "description": text}
+            for code, text in (
+                (401, "Missing or wrong bearer token"),
+                (403, "Not allowed from this client"),
+                (404, "No such project, or no ranks for the family yet"),
+                (422, "Invalid parameter; the message names it"),
+                (503, "The project's coordinator is restarting; retry"),
+            )
+        },
+    )
     # Per replica: a history only changes with the view it was computed from (its rank version
     # and the labels), so the previous version is read once per new version, not per page load.
     cache: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()

@@ -29,7 +29,6 @@ function promptToken(message) {
       resolve(value);
     };
     dialog.addEventListener('close', done);
-    dialog.addEventListener('cancel', (e) => e.preventDefault(), { once: true }); // no data without it
     if (!dialog.open) dialog.showModal();
     input.focus();
   });
@@ -48,7 +47,8 @@ let disposeProject = () => {};
 async function openProject(name) {
   disposeProject();
   ctx.project = name;
-  ctx.detail = ctx.settings = null;
+  ctx.detail = ctx.settings = ctx.focus = null;
+  document.title = `${name} · alray`;
   $('#project-picker').value = name;
   await Promise.all([loadDetail(), loadSettings()]);
   const offSettings = renderSettings($('#settings'));
@@ -121,6 +121,7 @@ window.addEventListener('unhandledrejection', (e) => showError(e.reason));
 // Boot --------------------------------------------------------------------------------------------
 async function boot() {
   onTokenNeeded(promptToken);
+  $('#token-dialog').addEventListener('cancel', (e) => e.preventDefault()); // no data without it
   try {
     const health = await get('/healthz');
     if (health.auth && !getToken()) setToken(await promptToken());

@@ -17,7 +17,8 @@ function thumbnail(item, alt) {
 
 export function openImage(item) {
   const dialog = $('#image-dialog');
-  const img = h('img', { alt: item.file_name });
+  // small images are scaled up with crisp pixels; large photos are scaled down smoothly
+  const img = h('img', { alt: item.file_name, onload: () => img.classList.toggle('tiny', img.naturalWidth < 256) });
   imageURL(projectPath(`/images/${item.image_id}`)).then((src) => (img.src = src));
   clear(
     dialog,
@@ -37,7 +38,8 @@ export function openImage(item) {
   dialog.showModal();
 }
 
-export function grid(items, { scored = true } = {}) {
+// ranked: show each image's rank (alphabetical order has none worth showing: its dataset instead)
+export function grid(items, { scored = true, ranked = true } = {}) {
   if (!items.length) return h('p', { class: 'muted empty-grid' }, 'No unlabeled images here.');
   return h(
     'ol',
@@ -57,7 +59,7 @@ export function grid(items, { scored = true } = {}) {
         h(
           'div',
           { class: 'caption' },
-          h('span', { class: 'rank' }, `#${it.rank}`),
+          ranked ? h('span', { class: 'rank' }, `#${it.rank}`) : h('span', { class: 'ds muted' }, it.dataset),
           scored ? h('span', { class: 'score', title: 'Informativeness score' }, fmtScore(it.score)) : null,
         ),
         h('div', { class: 'file', title: `${it.file_name} (${it.dataset})` }, it.file_name),

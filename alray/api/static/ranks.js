@@ -148,7 +148,7 @@ export function renderActiveLearning(main) {
                 'Ranking is off for this family (heuristic None): images are listed alphabetically by file name.',
               )
             : null,
-          grid(page.items, { scored: !alphabetical }),
+          grid(page.items, { scored: !alphabetical, ranked: !alphabetical }),
           pager(page, (offset) => {
             sec.offset = offset;
             load(sec, { history: false });

@@ -25,7 +25,9 @@ export function onTokenNeeded(fn) {
   prompter = fn;
 }
 function askToken(message) {
-  asking ??= prompter(message).then(setToken).finally(() => (asking = null));
+  asking ??= prompter(message)
+    .then(setToken)
+    .finally(() => (asking = null));
   return asking;
 }
 
@@ -79,7 +81,7 @@ export const get = (path, query, signal) => request(path, { query, signal });
 export const post = (path, body) => request(path, { method: 'POST', body });
 export const put = (path, body) => request(path, { method: 'PUT', body });
 
-// Thumbnails ------------------------------------------------------------------------------------
+// Thumbnails --------------------------------------------------------------------------------------
 // A few at a time (the browser keeps 6 connections per host and the event stream holds one),
 // cached as object URLs, least recently used evicted.
 const MAX_IMAGES = 600;
@@ -123,7 +125,7 @@ export function imageURL(path) {
   return p;
 }
 
-// Server-sent events over fetch ------------------------------------------------------------------
+// Server-sent events over fetch -------------------------------------------------------------------
 const sleep = (ms, signal) =>
   new Promise((resolve) => {
     const t = setTimeout(resolve, ms);

@@ -34,9 +34,13 @@ function promptToken(message) {
   });
 }
 
-// Routing: #/<project>[/runs[/<run id>]] ---------------------------------------------------------
+// Routing: #/<project>[/runs[/<run id>]] ----------------------------------------------------------
 function parseHash() {
-  const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean).map(decodeURIComponent);
+  const parts = location.hash
+    .replace(/^#\/?/, '')
+    .split('/')
+    .filter(Boolean)
+    .map(decodeURIComponent);
   return { project: parts[0] ?? null, view: parts[1] ?? 'al', runId: parts[2] ?? null };
 }
 
@@ -109,7 +113,17 @@ function renderSummary(detail) {
     h(
       'table',
       { class: 'summary-table small' },
-      h('thead', {}, h('tr', {}, h('th', {}, 'Family'), h('th', { class: 'num' }, 'Labeled'), h('th', { class: 'num', title: 'Latest model version' }, 'Model'))),
+      h(
+        'thead',
+        {},
+        h(
+          'tr',
+          {},
+          h('th', {}, 'Family'),
+          h('th', { class: 'num' }, 'Labeled'),
+          h('th', { class: 'num', title: 'Latest model version' }, 'Model'),
+        ),
+      ),
       h('tbody', {}, rows),
     ),
   );
@@ -133,12 +147,21 @@ async function boot() {
     projects = (await get('/api/projects')).projects.map((p) => p.name);
   } catch (e) {
     showError(e);
-    clear($('#main'), h('p', { class: 'pad' }, 'The projects cannot be listed; see the message above.'));
+    clear(
+      $('#main'),
+      h('p', { class: 'pad' }, 'The projects cannot be listed; see the message above.'),
+    );
     return;
   }
   const picker = $('#project-picker');
-  clear(picker, projects.map((p) => h('option', { value: p }, p)));
-  picker.addEventListener('change', () => (location.hash = `#/${encodeURIComponent(picker.value)}`));
+  clear(
+    picker,
+    projects.map((p) => h('option', { value: p }, p)),
+  );
+  picker.addEventListener(
+    'change',
+    () => (location.hash = `#/${encodeURIComponent(picker.value)}`),
+  );
   if (!projects.length) {
     clear(
       $('#main'),
@@ -146,7 +169,13 @@ async function boot() {
         'div',
         { class: 'empty pad' },
         h('h2', {}, 'No projects yet'),
-        h('p', {}, 'Create one with ', h('code', {}, 'alray project create NAME --images FOLDER'), ' or POST /api/projects.'),
+        h(
+          'p',
+          {},
+          'Create one with ',
+          h('code', {}, 'alray project create NAME --images FOLDER'),
+          ' or POST /api/projects.',
+        ),
       ),
     );
     return;

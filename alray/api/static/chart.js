@@ -36,15 +36,23 @@ export function histogram(hist) {
       viewBox: `0 0 ${W} ${H}`,
       class: 'chart histogram',
       role: 'img',
-      'aria-label': `Score distribution of ${hist.count} images, ${fmtScore(hist.min)} to ${fmtScore(hist.max)}`,
+      'aria-label': `Scores of ${hist.count} images: ${fmtScore(hist.min)}–${fmtScore(hist.max)}`,
     },
     svg('line', { x1: pad.l, x2: W - pad.r, y1: base, y2: base, class: 'axis' }),
     svg('line', { x1: pad.l, x2: pad.l, y1: pad.t, y2: base, class: 'axis' }),
     svg('text', { x: pad.l - 4, y: pad.t + 8, class: 'tick', 'text-anchor': 'end' }, String(top)),
     svg('text', { x: pad.l - 4, y: base, class: 'tick', 'text-anchor': 'end' }, '0'),
     svg('text', { x: pad.l, y: H - 6, class: 'tick' }, fmtScore(hist.min)),
-    svg('text', { x: W - pad.r, y: H - 6, class: 'tick', 'text-anchor': 'end' }, fmtScore(hist.max)),
-    svg('text', { x: (pad.l + W - pad.r) / 2, y: H - 6, class: 'tick', 'text-anchor': 'middle' }, 'score'),
+    svg(
+      'text',
+      { x: W - pad.r, y: H - 6, class: 'tick', 'text-anchor': 'end' },
+      fmtScore(hist.max),
+    ),
+    svg(
+      'text',
+      { x: (pad.l + W - pad.r) / 2, y: H - 6, class: 'tick', 'text-anchor': 'middle' },
+      'score',
+    ),
     bars,
   );
 }
@@ -68,7 +76,13 @@ export function movement(moves, change) {
     const ya = below ? lane : y(m.previous_rank);
     const yb = y(m.rank);
     const up = m.previous_rank > m.rank;
-    const cls = entered ? 'move entered' : up ? 'move up' : m.previous_rank === m.rank ? 'move same' : 'move down';
+    const cls = entered
+      ? 'move entered'
+      : up
+        ? 'move up'
+        : m.previous_rank === m.rank
+          ? 'move same'
+          : 'move down';
     const was = m.previous_rank == null ? 'not ranked before' : `was #${m.previous_rank}`;
     return svg(
       'g',
@@ -87,7 +101,7 @@ export function movement(moves, change) {
       viewBox: `0 0 ${W} ${H}`,
       class: 'chart movement',
       role: 'img',
-      'aria-label': `Top ${moves.length} of rank version ${change.version} against version ${change.previous_version}`,
+      'aria-label': `Top ${moves.length} of v${change.version} against v${change.previous_version}`,
     },
     label(x0, 11, `v${change.previous_version}`, 'middle'),
     label(x1, 11, `v${change.version}`, 'middle'),

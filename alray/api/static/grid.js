@@ -18,7 +18,10 @@ function thumbnail(item, alt) {
 export function openImage(item) {
   const dialog = $('#image-dialog');
   // small images are scaled up with crisp pixels; large photos are scaled down smoothly
-  const img = h('img', { alt: item.file_name, onload: () => img.classList.toggle('tiny', img.naturalWidth < 256) });
+  const img = h('img', {
+    alt: item.file_name,
+    onload: () => img.classList.toggle('tiny', img.naturalWidth < 256),
+  });
   imageURL(projectPath(`/images/${item.image_id}`)).then((src) => (img.src = src));
   clear(
     dialog,
@@ -29,7 +32,11 @@ export function openImage(item) {
         'div',
         { class: 'image-head' },
         h('strong', {}, item.file_name),
-        h('span', { class: 'muted' }, ` · ${item.dataset} · rank #${item.rank} · score ${fmtScore(item.score)}`),
+        h(
+          'span',
+          { class: 'muted' },
+          ` · ${item.dataset} · rank #${item.rank} · score ${fmtScore(item.score)}`,
+        ),
         h('button', { class: 'link close', 'aria-label': 'Close' }, '×'),
       ),
       img,
@@ -53,14 +60,23 @@ export function grid(items, { scored = true, ranked = true } = {}) {
         },
         h(
           'button',
-          { type: 'button', class: 'thumb', title: `Open ${it.file_name}`, onclick: () => openImage(it) },
+          {
+            type: 'button',
+            class: 'thumb',
+            title: `Open ${it.file_name}`,
+            onclick: () => openImage(it),
+          },
           thumbnail(it, it.file_name),
         ),
         h(
           'div',
           { class: 'caption' },
-          ranked ? h('span', { class: 'rank' }, `#${it.rank}`) : h('span', { class: 'ds muted' }, it.dataset),
-          scored ? h('span', { class: 'score', title: 'Informativeness score' }, fmtScore(it.score)) : null,
+          ranked
+            ? h('span', { class: 'rank' }, `#${it.rank}`)
+            : h('span', { class: 'ds muted' }, it.dataset),
+          scored
+            ? h('span', { class: 'score', title: 'Informativeness score' }, fmtScore(it.score))
+            : null,
         ),
         h('div', { class: 'file', title: `${it.file_name} (${it.dataset})` }, it.file_name),
       ),
@@ -73,8 +89,20 @@ export function pager({ total, offset, limit }, onPage) {
   return h(
     'div',
     { class: 'pager' },
-    h('button', { type: 'button', disabled: offset <= 0, onclick: () => onPage(Math.max(0, offset - limit)) }, '‹ Previous'),
-    h('span', { class: 'page-info' }, total ? `${offset + 1}–${last} of ${total.toLocaleString()}` : '0 images'),
-    h('button', { type: 'button', disabled: last >= total, onclick: () => onPage(offset + limit) }, 'Next ›'),
+    h(
+      'button',
+      { type: 'button', disabled: offset <= 0, onclick: () => onPage(Math.max(0, offset - limit)) },
+      '‹ Previous',
+    ),
+    h(
+      'span',
+      { class: 'page-info' },
+      total ? `${offset + 1}–${last} of ${total.toLocaleString()}` : '0 images',
+    ),
+    h(
+      'button',
+      { type: 'button', disabled: last >= total, onclick: () => onPage(offset + limit) },
+      'Next ›',
+    ),
   );
 }

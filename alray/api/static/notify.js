@@ -94,7 +94,16 @@ export function startNotifications() {
         'div',
         { class: 'popover-head' },
         h('strong', {}, 'Notifications'),
-        h('button', { type: 'button', class: 'link', disabled: !state.unread, onclick: () => markRead().catch(showError) }, 'Mark all read'),
+        h(
+          'button',
+          {
+            type: 'button',
+            class: 'link',
+            disabled: !state.unread,
+            onclick: () => markRead().catch(showError),
+          },
+          'Mark all read',
+        ),
       ),
       items.length
         ? h(
@@ -106,14 +115,28 @@ export function startNotifications() {
                 { class: n.id > unreadFrom ? 'unread' : '' },
                 h(
                   'button',
-                  { type: 'button', class: `notification type-${n.type}`, dataset: { id: n.id, type: n.type }, onclick: () => open(n) },
-                  h('span', { class: 'n-title' }, TITLES[n.type] ?? n.type, h('span', { class: 'muted' }, ` · ${fmtTime(n.time)}`)),
+                  {
+                    type: 'button',
+                    class: `notification type-${n.type}`,
+                    dataset: { id: n.id, type: n.type },
+                    onclick: () => open(n),
+                  },
+                  h(
+                    'span',
+                    { class: 'n-title' },
+                    TITLES[n.type] ?? n.type,
+                    h('span', { class: 'muted' }, ` · ${fmtTime(n.time)}`),
+                  ),
                   h('span', { class: 'n-text' }, text(n)),
                 ),
               ),
             ),
           )
-        : h('p', { class: 'muted pad' }, 'Nothing yet. Trainings, rank changes and runs show up here.'),
+        : h(
+            'p',
+            { class: 'muted pad' },
+            'Nothing yet. Trainings, rank changes and runs show up here.',
+          ),
     );
   }
 

@@ -18,6 +18,9 @@ function shown(family) {
   return Boolean(s?.rank_version) || ctx.settings?.[family]?.heuristic === 'none';
 }
 
+const versionLabel = (v, heuristic, model) =>
+  `v${v} (${heuristicLabel(heuristic)}${model ? `, model v${model}` : ''})`;
+
 export function rankNotice(n) {
   const p = n.payload ?? {};
   const v = p.previous_version ? `v${p.version} against v${p.previous_version}` : `v${p.version}`;
@@ -54,21 +57,32 @@ export function renderActiveLearning(main) {
     let sec = sections.get(family);
     if (!sec) {
       sec = { family, offset: 0, dataset: '', page: null, history: null, loading: null };
-      sec.el = h('section', { class: 'family card-panel', id: `family-${family}`, dataset: { family } });
+      sec.el = h('section', {
+        class: 'family card-panel',
+        id: `family-${family}`,
+        dataset: { family },
+      });
       sections.set(family, sec);
     }
     return sec;
   }
 
   async function load(sec, { history = true } = {}) {
-    const query = { family: sec.family, limit: PAGE, offset: sec.offset, dataset: sec.dataset || null };
+    const query = {
+      family: sec.family,
+      limit: PAGE,
+      offset: sec.offset,
+      dataset: sec.dataset || null,
+    };
     const seq = (sec.seq = (sec.seq ?? 0) + 1); // a later load wins over one still in flight
     sec.el.classList.add('loading');
     try {
       const [page, hist] = await Promise.all([
         get(projectPath('/ranks'), query, abort.signal),
         history || !sec.history
-          ? get(projectPath('/ranks/history'), { family: sec.family }, abort.signal).catch(() => null)
+          ? get(projectPath('/ranks/history'), { family: sec.family }, abort.signal).catch(
+              () => null,
+            )
           : sec.history,
       ]);
       if (seq !== sec.seq) return;
@@ -115,9 +129,15 @@ export function renderActiveLearning(main) {
         'span',
         { class: 'source meta' },
         h('span', { class: 'chip heuristic' }, heuristicLabel(page.heuristic)),
-        h('span', { class: 'model-version' }, page.model_version ? `model v${page.model_version}` : 'no model'),
+        h(
+          'span',
+          { class: 'model-version' },
+          page.model_version ? `model v${page.model_version}` : 'no model',
+        ),
         h('span', { class: 'rank-version' }, `ranks v${page.version}`),
-        page.ranked_at ? h('span', { class: 'muted', title: page.ranked_at }, fmtTime(page.ranked_at)) : null,
+        page.ranked_at
+          ? h('span', { class: 'muted', title: page.ranked_at }, fmtTime(page.ranked_at))
+          : null,
       );
     }
     const focus = ctx.focus?.family === family ? ctx.focus : null;
@@ -126,7 +146,16 @@ export function renderActiveLearning(main) {
           'div',
           { class: 'notice', role: 'status' },
           focus.text,
-          h('button', { type: 'button', class: 'link', 'aria-label': 'Dismiss', onclick: () => ((ctx.focus = null), draw(sec)) }, '×'),
+          h(
+            'button',
+            {
+              type: 'button',
+              class: 'link',
+              'aria-label': 'Dismiss',
+              onclick: () => ((ctx.focus = null), draw(sec)),
+            },
+            '×',
+          ),
         )
       : null;
     let body;
@@ -145,7 +174,8 @@ export function renderActiveLearning(main) {
             ? h(
                 'p',
                 { class: 'note alphabetical-note' },
-                'Ranking is off for this family (heuristic None): images are listed alphabetically by file name.',
+                'Ranking is off for this family (heuristic None): ' +
+                  'images are listed alphabetically by file name.',
               )
             : null,
           grid(page.items, { scored: !alphabetical, ranked: !alphabetical }),
@@ -165,7 +195,9 @@ export function renderActiveLearning(main) {
         h('h2', {}, familyLabel(family)),
         source,
         h('span', { class: 'spacer' }),
-        page ? h('span', { class: 'muted small total' }, `${plural(page.total, 'unlabeled image')}`) : null,
+        page
+          ? h('span', { class: 'muted small total' }, `${plural(page.total, 'unlabeled image')}`)
+          : null,
         filter,
       ),
       notice,
@@ -175,7 +207,12 @@ export function renderActiveLearning(main) {
 
   function charts(page, hist) {
     if (page.source === 'alphabetical') {
-      return h('aside', { class: 'charts' }, h('h3', {}, 'Scores'), h('p', { class: 'muted small' }, 'No scores while ranking is off.'));
+      return h(
+        'aside',
+        { class: 'charts' },
+        h('h3', {}, 'Scores'),
+        h('p', { class: 'muted small' }, 'No scores while ranking is off.'),
+      );
     }
     const change = hist?.change;
     return h(
@@ -189,8 +226,12 @@ export function renderActiveLearning(main) {
             h(
               'p',
               { class: 'small muted' },
-              `v${change.version} (${heuristicLabel(change.heuristic)}${change.model_version ? `, model v${change.model_version}` : ''}) ` +
-                `against v${change.previous_version} (${heuristicLabel(change.previous_heuristic)}${change.previous_model_version ? `, model v${change.previous_model_version}` : ''})`,
+              `${versionLabel(change.version, change.heuristic, change.model_version)} against ` +
+                versionLabel(
+                  change.previous_version,
+                  change.previous_heuristic,
+                  change.previous_model_version,
+                ),
             ),
             movement(hist.moves, change),
             moveLegend(change.top_n),
@@ -211,17 +252,20 @@ export function renderActiveLearning(main) {
         {},
         rest.map((f) => {
           const s = ctx.detail?.families?.[f] ?? {};
-          let why;
-          if (s.model_version) {
-            why = `model v${s.model_version}, not ranked yet (auto-generated ranks ${ctx.settings?.[f]?.auto ? 'on' : 'off'})`;
-          } else {
-            why = `no assistant yet: ${s.labeled ? 'train one' : 'label images and train one'}, or set its heuristic to None or Random`;
-          }
+          const auto = ctx.settings?.[f]?.auto ? 'on' : 'off';
+          const todo = s.labeled ? 'train one' : 'label images and train one';
+          const why = s.model_version
+            ? `model v${s.model_version}, not ranked yet (auto-generated ranks ${auto})`
+            : `no assistant yet: ${todo}, or set its heuristic to None or Random`;
           return h(
             'li',
             { dataset: { family: f } },
             h('strong', {}, familyLabel(f)),
-            h('span', { class: 'muted' }, ` · ${(s.labeled ?? 0).toLocaleString()} labeled · ${why}`),
+            h(
+              'span',
+              { class: 'muted' },
+              ` · ${(s.labeled ?? 0).toLocaleString()} labeled · ${why}`,
+            ),
           );
         }),
       ),
@@ -231,7 +275,10 @@ export function renderActiveLearning(main) {
   // Which families have a section, in the API's order; new ones load, others keep their page.
   function layout() {
     const want = ctx.enums.families.filter(shown);
-    clear(list, want.map((f) => section(f).el));
+    clear(
+      list,
+      want.map((f) => section(f).el),
+    );
     for (const f of want) {
       const sec = section(f);
       if (!sec.page && !sec.error) load(sec);
@@ -277,7 +324,8 @@ export function renderActiveLearning(main) {
     on('notification', (n) => {
       if (n.type === 'ranks_changed' || n.type === 'model_trained') {
         loadDetail().catch(() => {}); // rank/model versions in the summary and the layout
-        if (shown(n.family) || n.type === 'ranks_changed') reloadUntil(n.family, n.payload?.version);
+        if (shown(n.family) || n.type === 'ranks_changed')
+          reloadUntil(n.family, n.payload?.version);
       }
     }),
     on('focus', (focus) => {
@@ -290,7 +338,8 @@ export function renderActiveLearning(main) {
   ];
 
   layout();
-  if (ctx.focus) setTimeout(() => sections.get(ctx.focus?.family)?.el.scrollIntoView({ block: 'start' }), 300);
+  if (ctx.focus)
+    setTimeout(() => sections.get(ctx.focus?.family)?.el.scrollIntoView({ block: 'start' }), 300);
 
   return () => {
     abort.abort();

@@ -16,7 +16,7 @@ function statusChip(run) {
 }
 
 function progressBar(run) {
-  const pct = Math.round((run.status === 'completed' ? 1 : run.progress ?? 0) * 100);
+  const pct = Math.round((run.status === 'completed' ? 1 : (run.progress ?? 0)) * 100);
   return h(
     'div',
     {
@@ -62,8 +62,17 @@ export function renderRuns(main) {
     h(
       'div',
       { class: 'view-head runs-head' },
-      h('div', {}, h('h1', {}, 'Runs'), h('p', { class: 'muted' }, 'Ranks on demand: one-off rankings of chosen datasets.')),
-      h('button', { type: 'button', class: 'primary', id: 'new-run', onclick: () => openNewRun(refresh) }, '+ New rank'),
+      h(
+        'div',
+        {},
+        h('h1', {}, 'Runs'),
+        h('p', { class: 'muted' }, 'Ranks on demand: one-off rankings of chosen datasets.'),
+      ),
+      h(
+        'button',
+        { type: 'button', class: 'primary', id: 'new-run', onclick: () => openNewRun(refresh) },
+        '+ New rank',
+      ),
     ),
     body,
   );
@@ -86,46 +95,67 @@ export function renderRuns(main) {
 
   function draw(runs) {
     if (!runs.length) {
-      return clear(body, h('p', { class: 'empty card-panel' }, 'No runs yet. “New rank” ranks chosen datasets with any heuristic.'));
-    }
-    const rows = [...runs].reverse().map((r) =>
-      h(
-        'tr',
-        { class: `run-row run-${r.status}`, dataset: { runId: r.id, status: r.status } },
+      return clear(
+        body,
         h(
-          'td',
-          { class: 'run-name' },
-          r.status === 'completed'
-            ? h('a', { href: `#/${encodeURIComponent(ctx.project)}/runs/${r.id}` }, r.name)
-            : h('span', {}, r.name),
-          h('div', { class: 'muted small' }, r.id),
+          'p',
+          { class: 'empty card-panel' },
+          'No runs yet. “New rank” ranks chosen datasets with any heuristic.',
+        ),
+      );
+    }
+    const rows = [...runs]
+      .reverse()
+      .map((r) =>
+        h(
+          'tr',
+          { class: `run-row run-${r.status}`, dataset: { runId: r.id, status: r.status } },
           h(
-            'div',
-            { class: 'muted small show-narrow' },
-            `${familyLabel(r.family)} · ${heuristicLabel(r.heuristic)} · ${plural(r.n, 'image')}`,
+            'td',
+            { class: 'run-name' },
+            r.status === 'completed'
+              ? h('a', { href: `#/${encodeURIComponent(ctx.project)}/runs/${r.id}` }, r.name)
+              : h('span', {}, r.name),
+            h('div', { class: 'muted small' }, r.id),
+            h(
+              'div',
+              { class: 'muted small show-narrow' },
+              `${familyLabel(r.family)} · ${heuristicLabel(r.heuristic)} · ${plural(r.n, 'image')}`,
+            ),
+          ),
+          h('td', { class: 'hide-narrow' }, familyLabel(r.family)),
+          h('td', { class: 'hide-narrow' }, heuristicLabel(r.heuristic)),
+          h('td', { class: 'num hide-narrow' }, r.n.toLocaleString()),
+          h('td', { class: 'hide-narrow' }, r.datasets?.join(', ') ?? 'all'),
+          h(
+            'td',
+            { class: 'c-status' },
+            statusChip(r),
+            r.error ? h('div', { class: 'inline-error small' }, r.error) : null,
+            r.note ? h('div', { class: 'muted small' }, r.note) : null,
+          ),
+          h('td', { class: 'progress-cell' }, progressBar(r)),
+          h('td', { class: 'muted small hide-narrow', title: r.created ?? '' }, fmtTime(r.created)),
+          h(
+            'td',
+            { class: 'actions' },
+            ACTIVE.has(r.status)
+              ? h(
+                  'button',
+                  { type: 'button', class: 'small-btn', onclick: () => cancel(r) },
+                  'Cancel',
+                )
+              : null,
+            r.status === 'completed'
+              ? h(
+                  'a',
+                  { class: 'small-btn', href: `#/${encodeURIComponent(ctx.project)}/runs/${r.id}` },
+                  'Open',
+                )
+              : null,
           ),
         ),
-        h('td', { class: 'hide-narrow' }, familyLabel(r.family)),
-        h('td', { class: 'hide-narrow' }, heuristicLabel(r.heuristic)),
-        h('td', { class: 'num hide-narrow' }, r.n.toLocaleString()),
-        h('td', { class: 'hide-narrow' }, r.datasets?.join(', ') ?? 'all'),
-        h(
-          'td',
-          { class: 'c-status' },
-          statusChip(r),
-          r.error ? h('div', { class: 'inline-error small' }, r.error) : null,
-          r.note ? h('div', { class: 'muted small' }, r.note) : null,
-        ),
-        h('td', { class: 'progress-cell' }, progressBar(r)),
-        h('td', { class: 'muted small hide-narrow', title: r.created ?? '' }, fmtTime(r.created)),
-        h(
-          'td',
-          { class: 'actions' },
-          ACTIVE.has(r.status) ? h('button', { type: 'button', class: 'small-btn', onclick: () => cancel(r) }, 'Cancel') : null,
-          r.status === 'completed' ? h('a', { class: 'small-btn', href: `#/${encodeURIComponent(ctx.project)}/runs/${r.id}` }, 'Open') : null,
-        ),
-      ),
-    );
+      );
     clear(
       body,
       h(
@@ -140,9 +170,17 @@ export function renderRuns(main) {
             h(
               'tr',
               {},
-              ['Name', 'Family', 'Heuristic', 'Images', 'Datasets', 'Status', 'Progress', 'Created', ''].map((t, i) =>
-                h('th', { class: i === 3 ? 'num' : null }, t),
-              ),
+              [
+                'Name',
+                'Family',
+                'Heuristic',
+                'Images',
+                'Datasets',
+                'Status',
+                'Progress',
+                'Created',
+                '',
+              ].map((t, i) => h('th', { class: i === 3 ? 'num' : null }, t)),
             ),
           ),
           h('tbody', {}, rows),
@@ -159,7 +197,7 @@ export function renderRuns(main) {
   };
 }
 
-// A completed run -----------------------------------------------------------------------------------
+// A completed run ---------------------------------------------------------------------------------
 const csvField = (v) => {
   const s = v == null ? '' : String(v);
   return /[",\n\r]/.test(s) ? `"${s.replaceAll('"', '""')}"` : s;
@@ -173,7 +211,9 @@ async function downloadCSV(run) {
     if (!result.items.length || rows.length >= result.total) break;
   }
   const cols = ['rank', 'image_id', 'file_name', 'dataset', 'score'];
-  const text = [cols.join(','), ...rows.map((r) => cols.map((c) => csvField(r[c])).join(','))].join('\n') + '\n';
+  const text =
+    [cols.join(','), ...rows.map((r) => cols.map((c) => csvField(r[c])).join(','))].join('\n') +
+    '\n';
   const a = h('a', {
     href: URL.createObjectURL(new Blob([text], { type: 'text/csv' })),
     download: `${run.name.replace(/[^\w.-]+/g, '_')}-${run.id}.csv`,
@@ -187,11 +227,19 @@ async function downloadCSV(run) {
 export function renderRun(main, runId) {
   const abort = new AbortController();
   let offset = 0;
-  const back = h('a', { class: 'back', href: `#/${encodeURIComponent(ctx.project)}/runs` }, '‹ All runs');
+  const back = h(
+    'a',
+    { class: 'back', href: `#/${encodeURIComponent(ctx.project)}/runs` },
+    '‹ All runs',
+  );
   clear(main, back, h('p', { class: 'muted' }, 'Loading…'));
 
   async function fetchRun() {
-    const run = await get(projectPath(`/runs/${runId}`), { limit: RESULT_PAGE, offset }, abort.signal);
+    const run = await get(
+      projectPath(`/runs/${runId}`),
+      { limit: RESULT_PAGE, offset },
+      abort.signal,
+    );
     draw(run);
     return ACTIVE.has(run.status);
   }
@@ -215,7 +263,12 @@ export function renderRun(main, runId) {
       h(
         'div',
         { class: 'view-head runs-head' },
-        h('div', {}, h('h1', {}, run.name, ' ', statusChip(run)), h('p', { class: 'muted' }, `Run ${run.id}`)),
+        h(
+          'div',
+          {},
+          h('h1', {}, run.name, ' ', statusChip(run)),
+          h('p', { class: 'muted' }, `Run ${run.id}`),
+        ),
         run.status === 'completed'
           ? h(
               'button',
@@ -229,7 +282,11 @@ export function renderRun(main, runId) {
             )
           : null,
       ),
-      h('dl', { class: 'facts card-panel' }, facts.map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v ?? '—')))),
+      h(
+        'dl',
+        { class: 'facts card-panel' },
+        facts.map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v ?? '—'))),
+      ),
       ACTIVE.has(run.status) ? h('div', { class: 'card-panel' }, progressBar(run)) : null,
       run.error ? h('p', { class: 'inline-error card-panel' }, run.error) : null,
       res
@@ -255,7 +312,7 @@ export function renderRun(main, runId) {
   };
 }
 
-// New rank form ---------------------------------------------------------------------------------------
+// New rank form -----------------------------------------------------------------------------------
 const FIELDS = ['name', 'family', 'heuristic', 'n', 'datasets', 'reduction'];
 
 // Where an API message belongs: its field (body.n → n), or the form when it names none. The
@@ -285,7 +342,8 @@ export function openNewRun(onCreated) {
   const dialog = $('#run-dialog');
   const fams = ctx.enums.families;
   const withModel = fams.find((f) => ctx.detail?.families?.[f]?.model_version) ?? fams[0];
-  const errorEl = (f) => h('p', { class: 'field-error', id: `err-${f}`, dataset: { for: f }, role: 'alert' });
+  const errorEl = (f) =>
+    h('p', { class: 'field-error', id: `err-${f}`, dataset: { for: f }, role: 'alert' });
   const heuristicOptions = (family) => {
     const dflt = ctx.settings?.[family]?.heuristic;
     return [
@@ -293,10 +351,18 @@ export function openNewRun(onCreated) {
       ctx.enums.heuristics.map((x) => h('option', { value: x }, heuristicLabel(x))),
     ];
   };
-  const heuristic = h('select', { name: 'heuristic', id: 'run-heuristic' }, heuristicOptions(withModel));
+  const heuristic = h(
+    'select',
+    { name: 'heuristic', id: 'run-heuristic' },
+    heuristicOptions(withModel),
+  );
   const family = h(
     'select',
-    { name: 'family', id: 'run-family', onchange: () => clear(heuristic, heuristicOptions(family.value)) },
+    {
+      name: 'family',
+      id: 'run-family',
+      onchange: () => clear(heuristic, heuristicOptions(family.value)),
+    },
     fams.map((f) => h('option', { value: f, selected: f === withModel }, familyLabel(f))),
   );
   const datasets = ctx.detail?.datasets ?? [];
@@ -304,18 +370,42 @@ export function openNewRun(onCreated) {
     'form',
     { id: 'run-form', novalidate: true, method: 'dialog' },
     h('h2', {}, 'New rank'),
-    h('p', { class: 'muted small' }, 'Rank the unlabeled images of some datasets now, with any heuristic.'),
+    h(
+      'p',
+      { class: 'muted small' },
+      'Rank the unlabeled images of some datasets now, with any heuristic.',
+    ),
     h('label', { for: 'run-name' }, 'Name'),
-    h('input', { id: 'run-name', name: 'name', type: 'text', placeholder: 'e.g. night shots, batch 3', autocomplete: 'off' }),
+    h('input', {
+      id: 'run-name',
+      name: 'name',
+      type: 'text',
+      placeholder: 'e.g. night shots, batch 3',
+      autocomplete: 'off',
+    }),
     errorEl('name'),
     h(
       'div',
       { class: 'row2' },
       h('div', {}, h('label', { for: 'run-family' }, 'Family'), family, errorEl('family')),
-      h('div', {}, h('label', { for: 'run-heuristic' }, 'Heuristic'), heuristic, errorEl('heuristic')),
+      h(
+        'div',
+        {},
+        h('label', { for: 'run-heuristic' }, 'Heuristic'),
+        heuristic,
+        errorEl('heuristic'),
+      ),
     ),
     h('label', { for: 'run-n' }, 'Number of images'),
-    h('input', { id: 'run-n', name: 'n', type: 'number', min: 1, step: 1, value: '100', inputmode: 'numeric' }),
+    h('input', {
+      id: 'run-n',
+      name: 'n',
+      type: 'number',
+      min: 1,
+      step: 1,
+      value: '100',
+      inputmode: 'numeric',
+    }),
     errorEl('n'),
     h(
       'fieldset',

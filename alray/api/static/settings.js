@@ -19,13 +19,19 @@ const HINTS = {
 };
 
 export function renderSettings(el) {
-  let family = ctx.enums.families.find((f) => ctx.detail?.families?.[f]?.rank_version) ?? ctx.enums.families[0];
+  let family =
+    ctx.enums.families.find((f) => ctx.detail?.families?.[f]?.rank_version) ??
+    ctx.enums.families[0];
   let note = ''; // the last save's outcome, kept across redraws
 
   function draw() {
     const s = ctx.settings?.[family];
     if (!s) return clear(el, h('p', { class: 'muted' }, 'Loading settings…'));
-    const status = h('p', { class: 'small save-status', role: 'status', id: 'settings-status' }, note);
+    const status = h(
+      'p',
+      { class: 'small save-status', role: 'status', id: 'settings-status' },
+      note,
+    );
     const err = (f) => h('p', { class: 'field-error', id: `settings-err-${f}` });
     const form = h(
       'form',
@@ -41,7 +47,9 @@ export function renderSettings(el) {
             draw();
           },
         },
-        ctx.enums.families.map((f) => h('option', { value: f, selected: f === family }, familyLabel(f))),
+        ctx.enums.families.map((f) =>
+          h('option', { value: f, selected: f === family }, familyLabel(f)),
+        ),
       ),
       h('label', { for: 'settings-heuristic' }, 'Heuristic'),
       h(
@@ -51,11 +59,18 @@ export function renderSettings(el) {
           name: 'heuristic',
           onchange: (e) => ($('#settings-hint', el).textContent = HINTS[e.target.value] ?? ''),
         },
-        ctx.enums.heuristics.map((x) => h('option', { value: x, selected: x === s.heuristic }, heuristicLabel(x))),
+        ctx.enums.heuristics.map((x) =>
+          h('option', { value: x, selected: x === s.heuristic }, heuristicLabel(x)),
+        ),
       ),
       h('p', { class: 'hint', id: 'settings-hint' }, HINTS[s.heuristic] ?? ''),
       err('heuristic'),
-      h('label', { for: 'settings-reduction' }, 'Reduction ', h('span', { class: 'muted' }, '(objects, pixels, tags)')),
+      h(
+        'label',
+        { for: 'settings-reduction' },
+        'Reduction ',
+        h('span', { class: 'muted' }, '(objects, pixels, tags)'),
+      ),
       h(
         'select',
         { id: 'settings-reduction', name: 'reduction' },
@@ -86,14 +101,22 @@ export function renderSettings(el) {
       ),
       err('retrain_every'),
       err('form'),
-      h('div', { class: 'actions' }, h('button', { type: 'submit', class: 'primary', id: 'settings-save' }, 'Save')),
+      h(
+        'div',
+        { class: 'actions' },
+        h('button', { type: 'submit', class: 'primary', id: 'settings-save' }, 'Save'),
+      ),
       status,
     );
     form.addEventListener('submit', (e) => {
       e.preventDefault();
       save(form, status);
     });
-    clear(el, h('h2', { class: 'panel-title', id: 'settings-title' }, 'Active Learning settings'), form);
+    clear(
+      el,
+      h('h2', { class: 'panel-title', id: 'settings-title' }, 'Active Learning settings'),
+      form,
+    );
   }
 
   async function save(form, status) {
@@ -111,7 +134,9 @@ export function renderSettings(el) {
     try {
       const out = await put(projectPath(`/settings/${family}`), body);
       ctx.settings = { ...ctx.settings, [family]: out.settings };
-      const doing = [out.reranking && 're-ranking', out.training && 'training'].filter(Boolean).join(', ');
+      const doing = [out.reranking && 're-ranking', out.training && 'training']
+        .filter(Boolean)
+        .join(', ');
       note = `Saved ${familyLabel(family)}${doing ? ` · ${doing}…` : ''}`;
       draw(); // settled values (retrain 0 reads back as off)
       emit('settings', ctx.settings);

@@ -8,14 +8,31 @@ export const ctx = {
   detail: null, // GET /api/projects/{p}: datasets, per family counts, model and rank versions
   settings: null, // per family settings
   enums: {
-    families: ['classifier', 'tagger', 'detector', 'instance_segmentor', 'semantic_segmentor', 'attributor'],
-    heuristics: ['margin', 'least_confidence', 'ratio', 'entropy', 'variance', 'bald', 'random', 'none'],
+    families: [
+      'classifier',
+      'tagger',
+      'detector',
+      'instance_segmentor',
+      'semantic_segmentor',
+      'attributor',
+    ],
+    heuristics: [
+      'margin',
+      'least_confidence',
+      'ratio',
+      'entropy',
+      'variance',
+      'bald',
+      'random',
+      'none',
+    ],
     reductions: ['mean', 'max', 'sum'],
   },
   focus: null, // {family, notification}: what an opened notification points at
 };
 
-export const projectPath = (suffix = '') => `/api/projects/${encodeURIComponent(ctx.project)}${suffix}`;
+export const projectPath = (suffix = '') =>
+  `/api/projects/${encodeURIComponent(ctx.project)}${suffix}`;
 
 const bus = new EventTarget();
 export const emit = (type, detail) => bus.dispatchEvent(new CustomEvent(type, { detail }));

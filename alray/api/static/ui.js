@@ -4,7 +4,7 @@ import { ApiError } from './api.js';
 import { $, clear, h } from './dom.js';
 import { ctx } from './state.js';
 
-// Errors: the server's own message, shown plainly -------------------------------------------
+// Errors: the server's own message, shown plainly -------------------------------------------------
 export function describe(err) {
   if (err instanceof ApiError) {
     const where = err.status ? `${err.status}: ` : '';
@@ -21,8 +21,23 @@ export function showError(err) {
   clear(
     banner,
     h('span', { class: 'error-text' }, text),
-    problems.length ? h('ul', {}, problems.slice(0, 10).map((p) => h('li', {}, p))) : null,
-    h('button', { type: 'button', class: 'link', 'aria-label': 'Dismiss', onclick: () => (banner.hidden = true) }, '×'),
+    problems.length
+      ? h(
+          'ul',
+          {},
+          problems.slice(0, 10).map((p) => h('li', {}, p)),
+        )
+      : null,
+    h(
+      'button',
+      {
+        type: 'button',
+        class: 'link',
+        'aria-label': 'Dismiss',
+        onclick: () => (banner.hidden = true),
+      },
+      '×',
+    ),
   );
   banner.hidden = false;
 }

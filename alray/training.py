@@ -269,15 +269,18 @@ def split_indices(
 # ------------------------------------------------------------------------------------ fitting
 @contextmanager
 def _deterministic(seed: int):
-    """Seeded, deterministic torch for the duration of training (restored afterwards)."""
-    prev = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    """Seed torch for the duration of training (the caller's RNG state is restored).
+
+    On CPU the ops used here are deterministic for a fixed thread count, so a seed fixes the
+    model; ``torch.use_deterministic_algorithms`` is not switched on: it costs a second of
+    imports per process and only matters on GPUs, where training trades exact repeatability
+    for speed.
+    """
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
         yield
     finally:
-        torch.use_deterministic_algorithms(prev)
         torch.random.set_rng_state(state)
 
 
@@ -300,6 +303,19 @@ def encode_targets(data: LabeledSet) -> DenseTargets | None:
     )
 
 
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """1 - soft Dice averaged over the classes present in the batch: it weighs small objects
+    like large ones, where per-pixel cross-entropy is dominated by the background (what mIoU
+    rewards)."""
+    p = torch.softmax(logits, 1)
+    onehot = F.one_hot(target, p.shape[1]).permute(0, 3, 1, 2).to(p.dtype)
+    inter = (p * onehot).sum((0, 2, 3))
+    total = p.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    present = onehot.sum((0, 2, 3)) > 0
+    dice = (2 * inter + 1) / (total + 1)
+    return 1 - dice[present].mean()
+
+
 def can_flip(data: LabeledSet) -> bool:
     """Mirroring keeps CenterNet targets exact only when the width is a multiple of 4."""
     return data.family not in OBJECT_FAMILIES or data.input_size[1] % 4 == 0
@@ -320,8 +336,8 @@ def batch_loss(
         return F.binary_cross_entropy_with_logits(
             out["logits"], torch.from_numpy(data.y[idx]).to(device))
     if family == "semantic_segmentor":
-        target = torch.from_numpy(data.y[idx].astype(np.int64)).to(device)
-        return F.cross_entropy(out["logits"], hflip(target, f))
+        target = hflip(torch.from_numpy(data.y[idx].astype(np.int64)).to(device), f)
+        return F.cross_entropy(out["logits"], target) + dice_loss(out["logits"], target)
     t = flip_targets(batch_targets(dense, idx, device), f, data.input_size[1])
     return centernet_loss(out, t)
 
@@ -360,7 +376,7 @@ def fit(
             if len(idx) < 2 and steps_per_epoch > 1:
                 continue  # batch norm needs two images; a lone leftover is skipped
             flip = rng.random(len(idx)) < 0.5 if augment else None
-            x = preprocess.to_tensor(data.images[idx], device=device)
+            x = preprocess.to_tensor(data.images[idx], device=device, channels_last=True)
             loss = batch_loss(model, data.family, x, data, dense, idx, device, flip)
             opt.zero_grad(set_to_none=True)
             loss.backward()

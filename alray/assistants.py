@@ -264,8 +264,8 @@ def _matched_probs(det: dict, sample: dict) -> torch.Tensor:
         return p
     iou = torch.as_tensor(box_iou(_to_numpy(det["boxes"]), _to_numpy(sample["boxes"])))
     best, j = iou.max(1)
-    hit = best >= 0.5
-    p[hit] = sample["probs"][j[hit]].to(p.dtype)
+    hit = (best >= 0.5).to(p.device)
+    p[hit] = sample["probs"][j.to(p.device)[hit]].to(p.dtype)
     return p
 
 

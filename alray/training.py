@@ -85,7 +85,7 @@ class LabeledSet:
     y: np.ndarray | None = None  # classifier (N,), tagger (N, T), semantic (N, H, W)
     objects: list[Objects] | None = None
     object_classes: list[str] = field(default_factory=list)  # attributor's object categories
-    skipped: list[str] = field(default_factory=list)  # image ids that failed to decode
+    skipped: list[str] = field(default_factory=list)  # ids undecodable (or with no class)
     annotations: int = 0
 
 
@@ -175,6 +175,9 @@ def load_labeled(
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         decoded = list(pool.map(load, uris))
+    if family == "classifier":  # an image whose rows name no class has nothing to learn
+        decoded = [d if any(r["label"] for r in rows[i]) else None
+                   for i, d in zip(ids, decoded, strict=True)]
     keep = [i for i, d in enumerate(decoded) if d is not None]
     skipped = [ids[i] for i, d in enumerate(decoded) if d is None]
     ids = [ids[i] for i in keep]

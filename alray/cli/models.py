@@ -105,7 +105,7 @@ def list_(
     rows = [
         [m["family"], m["version"], m.get("source"), _metric(m), m.get("label_count") or "-",
          len(m.get("classes") or []), "x".join(map(str, m.get("input_size") or [])),
-         m.get("created")]
+         (m.get("created") or "")[:16].replace("T", " ")]
         for m in metas
     ]
     print_table(None, ["family", "version", "source", "metric", "labels", "classes", "input",

@@ -314,8 +314,10 @@ def test_coco_labels_and_bad_label_files(api):
     _error(r, 400, "nothing was imported")
     assert any("unknown image" in p for p in r.json()["problems"])
     assert "the uploaded file" in r.json()["detail"] and "skip_invalid=true" in r.json()["detail"]
+    # skip_invalid with nothing valid left imports nothing: an error, not a silent 200
     r = api.c.post(base, json=bad, params={"skip_invalid": "true"})
-    assert r.status_code == 200 and r.json()["images"] == {} and r.json()["problems"]
+    _error(r, 400, "none of the 1 label(s) is valid")
+    assert any("unknown image" in p for p in r.json()["problems"])
 
     _error(api.c.post(base, json={"annotations": []}), 422, "body.images")
     _error(api.c.post(base, json={"images": [{"id": 1}]}), 422, "body.images.0", "file_name")

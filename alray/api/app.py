@@ -186,6 +186,13 @@ def _import_labels(store_uri: str, name: str, raw: bytes, kind: str, skip_invali
             msg = str(e).replace(path, "the uploaded file")
             msg = msg.replace("--skip-invalid", "?skip_invalid=true")
             raise ApiError(400, f"body: {msg}", problems=getattr(e, "problems", None)) from None
+    if report.problems and not any(report.annotations.values()):
+        # skip_invalid kept nothing: every label was invalid, so the upload did nothing
+        raise ApiError(
+            400,
+            f"body: none of the {len(report.problems)} label(s) is valid; nothing was imported",
+            problems=report.problems,
+        )
     return report.to_dict()
 
 

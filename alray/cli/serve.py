@@ -48,7 +48,8 @@ def serve_command(
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(store_uri()), name=APP_NAME, route_prefix="/", blocking=False)
     shown = f"[{host}]" if ":" in host else host
-    console.print(f"alray API at http://{shown}:{port}/api  (store {store_uri()})")
+    console.print(f"alray dashboard at http://{shown}:{port}/ and API at http://{shown}:{port}/api")
+    console.print(f"store {store_uri()}")
     console.print(f"OpenAPI spec: http://{shown}:{port}/openapi.json; Ctrl-C stops the server")
     if not settings.api_token:
         err_console.print(

@@ -199,6 +199,11 @@ def main(argv: list[str]) -> int:
         report["stormy"] = _ranking(stormy)
         report["kill"] = state
         report["stormy_scorers"] = [s for s in _scorers() if s["id"] not in seen_before]
+        # The GCS marks a killed node dead only after missed health checks; on a loaded
+        # machine the job can finish first, so wait (bounded) for it to notice.
+        end = time.time() + 60
+        while time.time() < end and len(_alive_nodes(ray)) >= args.nodes:
+            time.sleep(0.5)
         report["nodes_after"] = [{"id": n["NodeID"], "alive": n["Alive"]} for n in ray.nodes()]
     sampler.stop.set()
     sampler.join(timeout=5)

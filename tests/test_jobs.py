@@ -56,10 +56,9 @@ def ray_head(tmp_path_factory):
         f"--object-manager-port={_free_port()}",
         f"--metrics-export-port={_free_port()}",
         f"--runtime-env-agent-port={_free_port()}",
-        f"--min-worker-port={20000 + gcs % 20000}",
-        f"--max-worker-port={20100 + gcs % 20000}",
     ]
-    subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=180)
+    started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
     yield {"env": env, "address": f"http://127.0.0.1:{dash}", "gcs": f"127.0.0.1:{gcs}", "tmp": tmp}
     # Stop exactly this head: every process started for it runs under its session dir.
     subprocess.run(["pkill", "-9", "-f", str(tmp)], check=False)

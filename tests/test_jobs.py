@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from alray import ranks
-from alray.assistants import save_version, script_bytes
+from alray.assistants import list_versions, save_version, script_bytes
 from alray.models import build_model
 from alray.project import Project
 from alray.synthetic import generate
@@ -107,3 +107,38 @@ def test_rank_job_lands_its_ranking_in_the_store(ray_head, tmp_path):
     assert ranks.list_versions(p, "classifier") == [1]
     t, meta = ranks.current(p, "classifier")
     assert t.num_rows == 24 and meta["heuristic"] == "entropy" and meta["model_version"] == 1
+
+
+def test_train_job_stores_a_model_version(ray_head, tmp_path):
+    coco = generate(str(tmp_path / "images"), 30, size=32, seed=12, datasets=("A",))
+    store = str(tmp_path / "store")
+    p = Project.create("trainjob", store=store)
+    p.add_images(str(tmp_path / "images"))
+    p.import_labels(coco=coco)
+    submit = [
+        str(Path(sys.executable).parent / "ray"),
+        "job",
+        "submit",
+        f"--address={ray_head['address']}",
+        "--working-dir",
+        str(REPO),
+        "--runtime-env-json",
+        json.dumps({"excludes": [".venv", ".git", "*.pt", "alray-store"]}),
+        "--",
+        "python",
+        "jobs/train.py",
+        "trainjob",
+        "--family",
+        "classifier",
+        "--epochs",
+        "1",
+        "--input-size",
+        "32",
+        "--store",
+        store,
+    ]
+    proc = subprocess.run(submit, capture_output=True, text=True, env=ray_head["env"], timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    [meta] = list_versions(p, "classifier")
+    assert meta["version"] == 1 and meta["input_size"] == [32, 32]
+    assert meta["metric"]["name"] == "accuracy" and 0.0 <= meta["metric"]["value"] <= 1.0

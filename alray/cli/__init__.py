@@ -36,6 +36,7 @@ def _root(
 
 # Command modules register on `app` when imported.
 from alray.cli import coordinator as _coordinator  # noqa: E402,F401
+from alray.cli import demo as _demo  # noqa: E402,F401
 from alray.cli import models as _models  # noqa: E402,F401
 from alray.cli import project as _project  # noqa: E402,F401
 from alray.cli import rank as _rank  # noqa: E402,F401

@@ -66,6 +66,28 @@ def ray_head(tmp_path_factory):
     subprocess.run(["pkill", "-9", "-f", f"gcs_server.*--gcs_server_port={gcs}"], check=False)
 
 
+def _submit(ray_head: dict, *entrypoint: str, env: dict | None = None) -> None:
+    """``ray job submit`` of this repository, as a user runs it; fails with the job's output."""
+    cmd = [
+        str(Path(sys.executable).parent / "ray"),
+        "job",
+        "submit",
+        f"--address={ray_head['address']}",
+        "--working-dir",
+        str(REPO),
+        "--runtime-env-json",
+        json.dumps({"excludes": [".venv", ".git", "*.pt", "alray-store"]}),
+        "--",
+        "python",
+        *entrypoint,
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, env=env or ray_head["env"], timeout=400
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in (proc.stdout + proc.stderr).lower()
+
+
 def test_rank_job_lands_its_ranking_in_the_store(ray_head, tmp_path):
     generate(str(tmp_path / "images"), 24, size=32, seed=11, datasets=("A", "B"))
     store = str(tmp_path / "store")
@@ -79,31 +101,13 @@ def test_rank_job_lands_its_ranking_in_the_store(ray_head, tmp_path):
         script_bytes(net),
         {"classes": ["circle", "square", "triangle"], "input_size": [32, 32]},
     )
-    submit = [
-        str(Path(sys.executable).parent / "ray"),
-        "job",
-        "submit",
-        f"--address={ray_head['address']}",
-        "--working-dir",
-        str(REPO),
-        "--runtime-env-json",
-        json.dumps({"excludes": [".venv", ".git", "*.pt", "alray-store"]}),
-        "--",
-        "python",
-        "jobs/rank.py",
-        "jobs",
-        "--family",
-        "classifier",
-        "--heuristic",
-        "entropy",
-        "--store",
-        store,
-        "--json",
-    ]
     env = {**ray_head["env"], "ALRAY_PROGRESS_BARS": "0", "ALRAY_BATCH_SIZE": "8"}
-    proc = subprocess.run(submit, capture_output=True, text=True, env=env, timeout=400)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "succeeded" in (proc.stdout + proc.stderr).lower()
+    _submit(
+        ray_head,
+        *("jobs/rank.py", "jobs", "--family", "classifier", "--heuristic", "entropy"),
+        *("--store", store, "--json"),
+        env=env,
+    )
     assert ranks.list_versions(p, "classifier") == [1]
     t, meta = ranks.current(p, "classifier")
     assert t.num_rows == 24 and meta["heuristic"] == "entropy" and meta["model_version"] == 1
@@ -115,30 +119,11 @@ def test_train_job_stores_a_model_version(ray_head, tmp_path):
     p = Project.create("trainjob", store=store)
     p.add_images(str(tmp_path / "images"))
     p.import_labels(coco=coco)
-    submit = [
-        str(Path(sys.executable).parent / "ray"),
-        "job",
-        "submit",
-        f"--address={ray_head['address']}",
-        "--working-dir",
-        str(REPO),
-        "--runtime-env-json",
-        json.dumps({"excludes": [".venv", ".git", "*.pt", "alray-store"]}),
-        "--",
-        "python",
-        "jobs/train.py",
-        "trainjob",
-        "--family",
-        "classifier",
-        "--epochs",
-        "1",
-        "--input-size",
-        "32",
-        "--store",
-        store,
-    ]
-    proc = subprocess.run(submit, capture_output=True, text=True, env=ray_head["env"], timeout=400)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    _submit(
+        ray_head,
+        *("jobs/train.py", "trainjob", "--family", "classifier", "--epochs", "1"),
+        *("--input-size", "32", "--store", store),
+    )
     [meta] = list_versions(p, "classifier")
     assert meta["version"] == 1 and meta["input_size"] == [32, 32]
     assert meta["metric"]["name"] == "accuracy" and 0.0 <= meta["metric"]["value"] <= 1.0

@@ -68,6 +68,25 @@ def progress_bar(description: str, total: int | None = None):
         yield advance
 
 
+def print_ranks(table: Any, title: str, limit: int) -> None:
+    """The first ``limit`` rows of a ranking (rank, score, dataset, file, id) as a table."""
+    rows = table.slice(0, limit).to_pylist()
+    print_table(
+        title,
+        ["rank", "score", "dataset", "file_name", "image_id"],
+        [
+            [
+                r["rank"],
+                "" if r["score"] is None else f"{r['score']:.4f}",
+                r["dataset"],
+                r["file_name"],
+                r["image_id"],
+            ]
+            for r in rows
+        ],
+    )
+
+
 def fail(message: str, code: int = 1) -> None:
     """Stop the command with a one-line cause and exit status ``code``."""
     err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)

@@ -23,6 +23,7 @@ from alray.cli._common import (
     console,
     err_console,
     print_json,
+    print_ranks,
     print_table,
     split_csv,
     store_uri,
@@ -237,21 +238,11 @@ _RUN_COLUMNS = [
 
 def _show_result(client: Any, run: dict[str, Any], limit: int) -> None:
     table = client.run_result(run["id"])
-    rows = table.slice(0, limit).to_pylist()
-    print_table(
+    print_ranks(
+        table,
         f"run {run['id']} ({run['name']}): top {run['n']} {run['family']} images "
         f"by {run['heuristic']}",
-        ["rank", "score", "dataset", "file_name", "image_id"],
-        [
-            [
-                r["rank"],
-                "" if r["score"] is None else f"{r['score']:.4f}",
-                r["dataset"],
-                r["file_name"],
-                r["image_id"],
-            ]
-            for r in rows
-        ],
+        limit,
     )
 
 

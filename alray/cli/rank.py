@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pyarrow as pa
 import typer
 
 from alray import heuristics, ranks
@@ -11,7 +10,7 @@ from alray.cli._common import (
     console,
     err_console,
     print_json,
-    print_table,
+    print_ranks,
     progress_bar,
     split_csv,
     store_uri,
@@ -19,24 +18,6 @@ from alray.cli._common import (
 from alray.project import Project
 
 _HEURISTICS = ", ".join(heuristics.HEURISTICS)
-
-
-def _show(table: pa.Table, title: str, limit: int) -> None:
-    rows = table.slice(0, limit).to_pylist()
-    print_table(
-        title,
-        ["rank", "score", "dataset", "file_name", "image_id"],
-        [
-            [
-                r["rank"],
-                "" if r["score"] is None else f"{r['score']:.4f}",
-                r["dataset"],
-                r["file_name"],
-                r["image_id"],
-            ]
-            for r in rows
-        ],
-    )
 
 
 @app.command("rank")
@@ -90,7 +71,7 @@ def rank(
         )
         return
     how = "by file name (heuristic none)" if heuristic == "none" else f"by {heuristic}"
-    _show(result.table, f"{family} ranks of {project} {how}", show)
+    print_ranks(result.table, f"{family} ranks of {project} {how}", show)
     console.print(
         f"{result.table.num_rows} image(s) ranked"
         + (f", model v{result.meta['model_version']}" if result.meta.get("model_version") else "")
@@ -119,4 +100,4 @@ def ranks_(
         print_json({"meta": meta, "ranks": table.to_pylist()})
         return
     how = "by file name" if meta["heuristic"] == "none" else f"by {meta['heuristic']}"
-    _show(table, f"{family} rank version {meta['version']} of {project} {how}", limit)
+    print_ranks(table, f"{family} rank version {meta['version']} of {project} {how}", limit)

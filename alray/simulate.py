@@ -295,6 +295,7 @@ def simulate(
     epochs: int | None = None,
     samples: int | None = None,
     full_data: bool = True,
+    full_runs: int | None = None,
     input_size: int | tuple[int, int] = 64,
     reduction: str = "mean",
     seed: int = 0,
@@ -308,8 +309,10 @@ def simulate(
     ``epochs`` fixes the epochs of every training; else ``samples`` sets the images seen per
     training (epochs = samples / labeled, 3 to 100); else training's default
     (:func:`alray.training.default_epochs`). ``full_data=False`` skips the whole-pool
-    training (then there is no 95 % target). ``progress(n, total=None)`` gets one step per
-    training. ``data`` may pass an already loaded :class:`alray.training.LabeledSet`.
+    training (then there is no 95 % target); ``full_runs`` trains it that many times (with the
+    first seeds; default: once per seed) and takes the mean. ``progress(n, total=None)`` gets
+    one step per training. ``data`` may pass an already loaded
+    :class:`alray.training.LabeledSet`.
     """
     from alray.training import MIN_LABELED_IMAGES, load_labeled, split_indices
 
@@ -355,8 +358,10 @@ def simulate(
         "full_epochs": epochs,
         "full_samples": None,
     }
+    n_full = (seeds if full_runs is None else max(0, full_runs)) if full_data else 0
+    full_seeds = [seed + s for s in range(n_full)]
     curves, fulls = _run_on_ray(
-        data, names, seed_list, starts, train_part, test_idx, opts, full_data, progress
+        data, names, seed_list, starts, train_part, test_idx, opts, full_seeds, progress
     )
 
     def order(r: dict[str, Any]) -> tuple[int, int, int]:
@@ -403,7 +408,7 @@ def _run_on_ray(
     pool: np.ndarray,
     test_idx: np.ndarray,
     opts: dict[str, Any],
-    full_data: bool,
+    full_seeds: list[int],
     progress: Progress | None,
 ) -> tuple[list[tuple[list, list]], list[float | None]]:
     import ray
@@ -419,17 +424,12 @@ def _run_on_ray(
         queue = Queue(maxsize=100_000, actor_options={"num_cpus": 0})
         progress(
             0,
-            len(names) * len(seed_list) * (opts["rounds"] + 1)
-            + (len(seed_list) if full_data else 0),
+            len(names) * len(seed_list) * (opts["rounds"] + 1) + len(full_seeds),
         )
     curve = ray.remote(_curve_task).options(num_cpus=1, max_retries=0)
     full = ray.remote(_full_task).options(num_cpus=1, max_retries=0)
     # the full-data trainings are the longest: start them first so they do not finish last
-    full_refs = (
-        [full.remote(data_ref, s, pool, test_idx, opts, queue) for s in seed_list]
-        if full_data
-        else []
-    )
+    full_refs = [full.remote(data_ref, s, pool, test_idx, opts, queue) for s in full_seeds]
     curve_refs = [
         curve.remote(data_ref, h, s, start, pool, test_idx, opts, queue)
         for s, start in zip(seed_list, starts, strict=True)

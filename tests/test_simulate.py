@@ -219,6 +219,8 @@ def test_cli_simulates_a_folder_with_csv_labels(ray_session, shapes, tmp_path):
             "--rounds",
             "1",
             "--seeds",
+            "2",
+            "--full-runs",
             "1",
             "--epochs",
             "1",
@@ -231,6 +233,8 @@ def test_cli_simulates_a_folder_with_csv_labels(ray_session, shapes, tmp_path):
     assert res.exit_code == 0, res.output
     assert "AULC" in res.output and "margin" in res.output
     assert (out / "curve.png").exists()
+    doc = json.loads((out / "summary.json").read_text())
+    assert doc["config"]["seeds"] == [0, 1] and len(doc["config"]["full_data_runs"]) == 1
 
     res = CliRunner().invoke(
         app, ["simulate", "--images", imgs, "--family", "classifier", "--out", str(out)]

@@ -99,6 +99,9 @@ def simulate_cmd(
     samples: int = typer.Option(
         None, "--samples", min=1, help="Or images seen per training (default: training's)"
     ),
+    full_runs: int = typer.Option(
+        None, "--full-runs", min=0, help="Trainings on the whole pool (default: one per seed)"
+    ),
     input_size: int = typer.Option(64, "--input-size", min=8, help="Model input size"),
     reduction: str = typer.Option("mean", "--reduction", help="mean, max or sum"),
     seed: int = typer.Option(0, "--seed", help="Seed of the test split and initial sets"),
@@ -137,6 +140,7 @@ def simulate_cmd(
                 test_fraction=test_fraction,
                 epochs=epochs,
                 samples=samples,
+                full_runs=full_runs,
                 input_size=input_size,
                 reduction=reduction,
                 seed=seed,

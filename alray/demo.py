@@ -179,6 +179,22 @@ class _Counting:
             self.done = self.total
 
 
+def verdict(heuristic: str, s: dict[str, Any]) -> str:
+    """Whether a heuristic beat random in a backtest: on average *and* on most seeds (one
+    training's metric varies by a few points from seed to seed, so the mean alone is not
+    enough)."""
+    diff, wins = s.get("aulc_vs_random"), s.get("wins_vs_random")
+    if diff is None or not wins:
+        return f"{heuristic}: no comparison with random"
+    won, seeds = (int(v) for v in wins.split("/"))
+    figures = f"AULC {diff:+.3f} against random, won {wins} seeds"
+    if diff > 0 and won * 2 > seeds:
+        return f"{heuristic} beats random: {figures}"
+    if diff > 0:
+        return f"{heuristic} is ahead of random on average only ({figures}): no clear gain"
+    return f"{heuristic} does not beat random: {figures}"
+
+
 def describe_change(n: dict[str, Any]) -> str:
     """One line for a ranks_changed notification."""
     p = n["payload"]
@@ -376,13 +392,7 @@ def run_demo(
             )
     print_summary(sim)
     for h in ("margin", "entropy"):
-        s = sim.summary[h]
-        if s["aulc_vs_random"] is not None:
-            verdict = "beats" if s["aulc_vs_random"] > 0 else "does not beat"
-            say(
-                f"{h} {verdict} random: AULC {s['aulc_vs_random']:+.3f} "
-                f"(won {s['wins_vs_random']} seeds)"
-            )
+        say(verdict(h, sim.summary[h]))
     say(
         f"(same as `alray simulate --images {img_dir} --csv {all_csv} --family {FAMILY} "
         f"--heuristics margin,entropy,random "
@@ -435,4 +445,4 @@ def _show(print_table: Any, table: Any, title: str, truth: dict[str, str]) -> No
     )
 
 
-__all__ = ["QUICK", "DemoConfig", "DemoError", "describe_change", "run_demo"]
+__all__ = ["QUICK", "DemoConfig", "DemoError", "describe_change", "run_demo", "verdict"]

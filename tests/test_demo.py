@@ -62,3 +62,13 @@ def test_demo_replaces_its_own_folder_and_refuses_others(tmp_path):
     with pytest.raises(DemoError, match="choose another --out"):
         _prepare_out(str(theirs))
     assert (theirs / "precious.txt").exists()
+
+
+def test_verdict_needs_the_mean_and_most_seeds():
+    from alray.demo import verdict
+
+    assert verdict("margin", {"aulc_vs_random": 0.01, "wins_vs_random": "3/3"}).startswith(
+        "margin beats random"
+    )
+    assert "no clear gain" in verdict("margin", {"aulc_vs_random": 0.01, "wins_vs_random": "1/3"})
+    assert "does not beat" in verdict("entropy", {"aulc_vs_random": -0.02, "wins_vs_random": "2/3"})

@@ -110,7 +110,7 @@ def initial_sets(
     at least two classes (a classifier cannot train on one).
 
     >>> [s.tolist() for s in initial_sets(np.arange(10), 3, 2)]
-    [[0, 6, 7], [0, 1, 4]]
+    [[5, 6, 9], [4, 8, 9]]
     """
     out = []
     for s in range(seeds):
@@ -154,7 +154,7 @@ def labels_to_reach(
             if i == 0:
                 return float(x[0])
             frac = (target - y[i - 1]) / (y[i] - y[i - 1])
-            return float(x[i - 1] + frac * (x[i] - x[i - 1]))
+            return round(float(x[i - 1] + frac * (x[i] - x[i - 1])), 6)
     return None
 
 

@@ -50,6 +50,8 @@ FAMILIES: tuple[str, ...] = (
 MULTI_LABEL: frozenset[str] = frozenset({"tagger", "attributor"})
 #: families that predict objects (boxes)
 OBJECT_FAMILIES: frozenset[str] = frozenset({"detector", "instance_segmentor", "attributor"})
+#: families with one label (set) per image, which shifting the image leaves unchanged
+IMAGE_FAMILIES: frozenset[str] = frozenset({"classifier", "tagger"})
 REDUCTIONS: tuple[str, ...] = ("mean", "max", "sum")
 
 #: at most this many pixels per image become rows for semantic segmentation (a fixed stride

@@ -33,13 +33,15 @@ from alray.models import build_model  # noqa: E402
 from alray.project import Project  # noqa: E402
 from alray.synthetic import generate  # noqa: E402
 from alray.training import (  # noqa: E402
-    BATCH_SIZE,
+    BATCH_SIZES,
     LEARNING_RATE,
     default_epochs,
     load_labeled,
     split_indices,
     train,
 )
+
+BATCH_SIZE = BATCH_SIZES["classifier"]  # both sides train the classifier at its default batch
 
 warnings.filterwarnings("ignore", message=".*torch.jit.*")
 

@@ -168,6 +168,26 @@ def hflip(x: Tensor, flip: Tensor) -> Tensor:
     return torch.where(flip.view((-1,) + (1,) * (x.dim() - 1)), x.flip(-1), x)
 
 
+def translate(x: Tensor, shifts: Tensor) -> Tensor:
+    """Shift each image of a ``(B, C, H, W)`` batch by its ``shifts[i] = (dy, dx)`` pixels,
+    filling the uncovered border by repeating the edge.
+
+    >>> x = torch.arange(9.).view(1, 1, 3, 3)
+    >>> translate(x, torch.tensor([[0, 1]]))[0, 0]
+    tensor([[1., 2., 2.],
+            [4., 5., 5.],
+            [7., 8., 8.]])
+    """
+    pad = int(shifts.abs().max()) if len(shifts) else 0
+    if pad == 0:
+        return x
+    h, w = x.shape[-2:]
+    xp = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    out = [xp[i, :, pad + dy:pad + dy + h, pad + dx:pad + dx + w]
+           for i, (dy, dx) in enumerate(shifts.tolist())]
+    return torch.stack(out).contiguous(memory_format=torch.channels_last)
+
+
 def flip_targets(t: dict[str, Tensor], flip: Tensor, width: int) -> dict[str, Tensor]:
     """CenterNet targets of horizontally mirrored images (``width`` a multiple of the stride).
 

@@ -9,7 +9,8 @@ pool with the heuristic (predict → :func:`alray.families.image_scores` →
 :func:`alray.ranking.top_k`) and reveals the known labels of the top ``step`` images.
 ``random`` is the baseline: it is what labeling without ranking looks like.
 
-Heuristics × seeds run in parallel as Ray tasks (one CPU each); the decoded images are put in the
+Heuristics × seeds run in parallel as Ray tasks (one CPU each); round 0 is trained once per
+seed, since every heuristic starts from the same images; the decoded images are put in the
 object store once and shared by every task. Written to ``out``:
 
 - ``curve.csv``: heuristic, seed, round, labeled, metric (one row per training);
@@ -192,6 +193,25 @@ def _train_eval(
     return model, value
 
 
+def _first_task(
+    data: Any, seed: int, start: np.ndarray, test_idx: np.ndarray, opts: dict[str, Any],
+    queue: Any,
+) -> tuple[dict[str, Any], float | None]:
+    """Round 0 of a seed, the same for every heuristic, so trained once: the model's weights
+    (on the CPU) and its test metric."""
+    import torch
+
+    from alray.assistants import select_device
+
+    torch.set_num_threads(1)  # one CPU per task: the tasks are the parallelism
+    model, value = _train_eval(
+        data, np.sort(start), test_idx, seed, opts["epochs"], opts["samples"],
+        select_device(opts["device"]),
+    )
+    _report(queue)
+    return {k: v.cpu() for k, v in model.state_dict().items()}, _clean(value)
+
+
 def _curve_task(
     data: Any,
     heuristic: str,
@@ -201,14 +221,16 @@ def _curve_task(
     test_idx: np.ndarray,
     opts: dict[str, Any],
     queue: Any,
+    first: tuple[dict[str, Any], float | None],
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """One learning curve: ``rounds + 1`` trainings, labeling ``step`` images between them.
-    Returns the curve's rows and the picks (the images labeled before each round's training;
-    round 0 is the initial set)."""
+    """One learning curve: round 0 is ``first`` (:func:`_first_task`'s model of ``start``),
+    then ``rounds`` trainings, labeling ``step`` images before each. Returns the curve's rows
+    and the picks (the images labeled before each round's training; round 0 is the initial
+    set)."""
     import torch
 
     from alray.assistants import select_device
-    from alray.training import predict_records
+    from alray.training import make_model, predict_records
 
     torch.set_num_threads(1)  # one CPU per task: the tasks are the parallelism
     device = select_device(opts["device"])
@@ -219,9 +241,16 @@ def _curve_task(
         {"heuristic": heuristic, "seed": seed, "round": 0, "image_id": ids[i]} for i in labeled
     ]
     for r in range(opts["rounds"] + 1):
-        model, value = _train_eval(
-            data, labeled, test_idx, seed, opts["epochs"], opts["samples"], device
-        )
+        if r == 0:
+            model = make_model(data)
+            model.load_state_dict(first[0])
+            model.to(device).eval()
+            value: float | None = first[1]
+        else:
+            model, value = _train_eval(
+                data, labeled, test_idx, seed, opts["epochs"], opts["samples"], device
+            )
+            _report(queue)
         rows.append(
             {
                 "heuristic": heuristic,
@@ -231,7 +260,6 @@ def _curve_task(
                 "metric": _clean(value),
             }
         )
-        _report(queue)
         if r == opts["rounds"]:
             break
         rest = np.setdiff1d(pool, labeled)
@@ -424,18 +452,24 @@ def _run_on_ray(
         queue = Queue(maxsize=100_000, actor_options={"num_cpus": 0})
         progress(
             0,
-            len(names) * len(seed_list) * (opts["rounds"] + 1) + len(full_seeds),
+            len(seed_list) * (1 + len(names) * opts["rounds"]) + len(full_seeds),
         )
     curve = ray.remote(_curve_task).options(num_cpus=1, max_retries=0)
+    first = ray.remote(_first_task).options(num_cpus=1, max_retries=0)
     full = ray.remote(_full_task).options(num_cpus=1, max_retries=0)
-    # the full-data trainings are the longest: start them first so they do not finish last
+    # the curves wait for their seed's round 0: submit those first; then the full-data
+    # trainings, the longest, so they do not finish last
+    first_refs = [
+        first.remote(data_ref, s, start, test_idx, opts, queue)
+        for s, start in zip(seed_list, starts, strict=True)
+    ]
     full_refs = [full.remote(data_ref, s, pool, test_idx, opts, queue) for s in full_seeds]
     curve_refs = [
-        curve.remote(data_ref, h, s, start, pool, test_idx, opts, queue)
-        for s, start in zip(seed_list, starts, strict=True)
+        curve.remote(data_ref, h, s, start, pool, test_idx, opts, queue, f)
+        for s, start, f in zip(seed_list, starts, first_refs, strict=True)
         for h in names
     ]
-    pending = full_refs + curve_refs
+    pending = full_refs + first_refs + curve_refs
     try:
         while pending:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.25)
@@ -443,7 +477,7 @@ def _run_on_ray(
                 _drain(queue, progress)
         return ray.get(curve_refs), ray.get(full_refs)
     except BaseException:
-        for ref in full_refs + curve_refs:
+        for ref in full_refs + first_refs + curve_refs:
             with contextlib.suppress(Exception):
                 ray.cancel(ref, force=True)
         raise

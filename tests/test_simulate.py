@@ -166,6 +166,10 @@ def test_every_heuristic_starts_from_the_same_images_per_seed(ray_session, shape
         sets = [start[(h, seed)] for h in ("margin", "entropy", "random")]
         assert sets[0] == sets[1] == sets[2] and len(sets[0]) == TINY["initial"]
     assert start[("margin", 0)] != start[("margin", 1)]
+    # round 0 is one model per seed: every heuristic reports its metric, and picks from it
+    first = {(r["heuristic"], r["seed"]): r["metric"] for r in sim.curve if r["round"] == 0}
+    for seed in (0, 1):
+        assert first[("margin", seed)] == first[("entropy", seed)] == first[("random", seed)]
 
 
 def test_temporary_project_imports_a_folder_and_goes_away(shapes):

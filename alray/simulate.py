@@ -193,23 +193,33 @@ def _train_eval(
     return model, value
 
 
-def _first_task(
-    data: Any, seed: int, start: np.ndarray, test_idx: np.ndarray, opts: dict[str, Any],
-    queue: Any,
-) -> tuple[dict[str, Any], float | None]:
-    """Round 0 of a seed, the same for every heuristic, so trained once: the model's weights
-    (on the CPU) and its test metric."""
+def _train_in_task(
+    data: Any, idx: np.ndarray, test_idx: np.ndarray, seed: int, epochs: int | None,
+    samples: int | None, opts: dict[str, Any], queue: Any,
+) -> tuple[Any, float | None]:
+    """:func:`_train_eval` inside a Ray task of one CPU, reported to the progress queue."""
     import torch
 
     from alray.assistants import select_device
 
     torch.set_num_threads(1)  # one CPU per task: the tasks are the parallelism
     model, value = _train_eval(
-        data, np.sort(start), test_idx, seed, opts["epochs"], opts["samples"],
-        select_device(opts["device"]),
+        data, idx, test_idx, seed, epochs, samples, select_device(opts["device"])
     )
     _report(queue)
-    return {k: v.cpu() for k, v in model.state_dict().items()}, _clean(value)
+    return model, _clean(value)
+
+
+def _first_task(
+    data: Any, seed: int, start: np.ndarray, test_idx: np.ndarray, opts: dict[str, Any],
+    queue: Any,
+) -> tuple[dict[str, Any], float | None]:
+    """Round 0 of a seed, the same for every heuristic, so trained once: the model's weights
+    (on the CPU) and its test metric."""
+    model, value = _train_in_task(
+        data, np.sort(start), test_idx, seed, opts["epochs"], opts["samples"], opts, queue
+    )
+    return {k: v.cpu() for k, v in model.state_dict().items()}, value
 
 
 def _curve_task(
@@ -280,22 +290,10 @@ def _full_task(
     data: Any, seed: int, pool: np.ndarray, test_idx: np.ndarray, opts: dict[str, Any], queue: Any
 ) -> float | None:
     """The metric of a model trained on the whole pool: the ceiling the curves aim at."""
-    import torch
-
-    from alray.assistants import select_device
-
-    torch.set_num_threads(1)
-    _, value = _train_eval(
-        data,
-        pool,
-        test_idx,
-        seed,
-        opts["full_epochs"],
-        opts["full_samples"],
-        select_device(opts["device"]),
+    _, value = _train_in_task(
+        data, pool, test_idx, seed, opts["full_epochs"], opts["full_samples"], opts, queue
     )
-    _report(queue)
-    return _clean(value)
+    return value
 
 
 def _clean(value: float) -> float | None:

@@ -45,10 +45,17 @@ CLIENTS = 16
 LABELED = 1000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _free_ports(n: int) -> list[int]:
+    """n distinct free ports: every socket is held until all are picked, else the OS may hand
+    the same port out twice."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def make_store(root: str, n: int) -> tuple[str, str]:
@@ -203,7 +210,7 @@ def main() -> int:
             log_to_driver=False,
             configure_logging=False,
         )
-        port, plain_port = _free_port(), _free_port()
+        port, plain_port = _free_ports(2)
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(store, api_token=TOKEN), name="alray", route_prefix="/")
         plain = subprocess.Popen(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import collections
 import json
-import socket
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from types import SimpleNamespace
 import httpx
 import pyarrow as pa
 import pytest
+from _net import free_port
 
 from alray import family_settings as fset
 from alray import ranks
@@ -37,12 +37,6 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SECRET = "api-webhook-secret"
 N_IMAGES = 24
 WAIT_S = 180  # for work done by Ray tasks on a slow, shared 2-core machine
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _make_project(root, name: str) -> Project:
@@ -87,7 +81,7 @@ def api(tmp_path_factory, ray_session):
     p = _make_project(root, name)
     _make_project(root, fuzz)
     ns = f"apitest-{uuid.uuid4().hex[:8]}"
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(
         build_app(p.store_uri, api_token=TOKEN, image_roots=[str(root)], namespace=ns),

@@ -14,10 +14,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +26,8 @@ import pytest
 import torch
 import yaml
 from _cluster_driver import kill_session, session_pids
+from _net import free_port, free_ports
+from _s3 import moto_s3
 
 from alray import families, scoring
 from alray.assistants import load_assistant, save_version, script_bytes
@@ -229,25 +229,23 @@ def test_training_asks_for_a_gpu_when_the_cluster_has_one(monkeypatch):
 # ------------------------------------------------------------------ clusters on this machine
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
-def _node_ports() -> list[str]:
-    """Every port a node opens, free ones picked here, so that several Rays on one machine
-    (other test sessions) never collide; worker ports 0 = the OS picks per worker."""
-    return [
-        f"--node-manager-port={_free_port()}",
-        f"--object-manager-port={_free_port()}",
+def _node_ports(gcs: int, extra: int = 0) -> tuple[list[str], list[int]]:
+    """Every port a node opens, free ones other than the head's ``gcs`` picked here, so that
+    several Rays on one machine (other test sessions) never collide; worker ports 0 = the OS
+    picks per worker. Also ``extra`` more free ports, distinct from those, for the head's own
+    servers."""
+    ports = free_ports(6 + extra, avoid=[gcs])
+    flags = [
+        f"--node-manager-port={ports[0]}",
+        f"--object-manager-port={ports[1]}",
         "--min-worker-port=0",
         "--max-worker-port=0",
-        f"--dashboard-agent-listen-port={_free_port()}",
-        f"--dashboard-agent-grpc-port={_free_port()}",
-        f"--runtime-env-agent-port={_free_port()}",
-        f"--metrics-export-port={_free_port()}",
+        f"--dashboard-agent-listen-port={ports[2]}",
+        f"--dashboard-agent-grpc-port={ports[3]}",
+        f"--runtime-env-agent-port={ports[4]}",
+        f"--metrics-export-port={ports[5]}",
     ]
+    return flags, ports[6:]
 
 
 class LocalCluster:
@@ -256,21 +254,22 @@ class LocalCluster:
     def __init__(self, env: dict[str, str]):
         # Short: Ray's unix socket paths live under it and must stay under 108 bytes.
         self.temp_dir = tempfile.mkdtemp(prefix="alr", dir="/tmp")
-        self.port = _free_port()
+        self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.env = env
         self.nodes: list[subprocess.Popen] = []
 
     def start(self, *args: str, head: bool = False) -> subprocess.Popen:
         name = "head" if head else f"worker{len(self.nodes)}"
+        ports, (dashboard, client) = _node_ports(self.port, extra=2)
         where = (
             [
                 "--head",
                 f"--port={self.port}",
                 f"--temp-dir={self.temp_dir}",
                 "--include-dashboard=false",
-                f"--dashboard-port={_free_port()}",
-                f"--ray-client-server-port={_free_port()}",
+                f"--dashboard-port={dashboard}",
+                f"--ray-client-server-port={client}",
             ]
             if head
             else [f"--address={self.address}"]
@@ -279,7 +278,7 @@ class LocalCluster:
             str(Path(sys.executable).parent / "ray"),
             "start",
             *where,
-            *_node_ports(),
+            *ports,
             "--object-store-memory=150000000",
             "--disable-usage-stats",
             "--block",
@@ -314,36 +313,9 @@ class LocalCluster:
 @pytest.fixture(scope="module")
 def s3_env():
     """A moto S3 server on loopback with one bucket; the AWS variables every process needs."""
-    moto_server = pytest.importorskip("moto.server")
-    import pyarrow.fs as pafs
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # else a log line per request
-    creds = {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    saved = {k: os.environ.get(k) for k in creds}
-    os.environ.update(creds)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        fs = pafs.S3FileSystem(
-            endpoint_override=f"{host}:{port}",
-            scheme="http",
-            region="us-east-1",
-            allow_bucket_creation=True,
-        )
-        fs.create_dir(BUCKET)
-        yield {"query": f"endpoint_override={host}:{port}&scheme=http", "fs": fs, "env": creds}
-    finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    pytest.importorskip("moto.server")
+    with moto_s3(BUCKET) as s3:
+        yield s3
 
 
 @pytest.fixture(scope="module")

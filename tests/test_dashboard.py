@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +21,7 @@ from types import SimpleNamespace
 
 import httpx
 import pytest
+from _net import free_port
 
 from alray import family_settings as fset
 from alray import scoring
@@ -59,12 +59,6 @@ BROWSER_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _make_project(root: Path, name: str) -> Project:
@@ -112,7 +106,7 @@ def live(tmp_path_factory, ray_session):
     name = f"shapes-{uuid.uuid4().hex[:6]}"
     p = _make_project(root, name)
     ns = f"dashtest-{uuid.uuid4().hex[:8]}"
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(
         build_app(p.store_uri, api_token=TOKEN, namespace=ns),

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from _net import free_ports
 
 from alray import ranks
 from alray.assistants import list_versions, save_version, script_bytes
@@ -23,12 +23,6 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_head(tmp_path_factory):
     """A Ray head of our own (its own ports and temp dir), stopped by its own session dir."""
@@ -39,7 +33,7 @@ def ray_head(tmp_path_factory):
         "RAY_USAGE_STATS_ENABLED": "0",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
-    gcs, dash = _free_port(), _free_port()
+    gcs, dash, client, agent, agent_grpc, node, objects, metrics, runtime_env = free_ports(9)
     cmd = [
         str(Path(sys.executable).parent / "ray"),
         "start",
@@ -50,12 +44,15 @@ def ray_head(tmp_path_factory):
         f"--dashboard-port={dash}",
         f"--temp-dir={tmp}",
         "--disable-usage-stats",
-        f"--ray-client-server-port={_free_port()}",
-        f"--dashboard-agent-listen-port={_free_port()}",
-        f"--node-manager-port={_free_port()}",
-        f"--object-manager-port={_free_port()}",
-        f"--metrics-export-port={_free_port()}",
-        f"--runtime-env-agent-port={_free_port()}",
+        f"--ray-client-server-port={client}",
+        f"--dashboard-agent-listen-port={agent}",
+        f"--dashboard-agent-grpc-port={agent_grpc}",
+        f"--node-manager-port={node}",
+        f"--object-manager-port={objects}",
+        f"--metrics-export-port={metrics}",
+        f"--runtime-env-agent-port={runtime_env}",
+        "--min-worker-port=0",
+        "--max-worker-port=0",
     ]
     started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]

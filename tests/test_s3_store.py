@@ -10,13 +10,14 @@ import os
 import numpy as np
 import pyarrow.fs as pafs
 import pytest
+from _s3 import moto_s3
 from PIL import Image
 
 from alray._fs import Store
 from alray.masks import decode_rle
 from alray.project import Project, list_projects
 
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 BUCKET = "alray-test"
 
@@ -24,31 +25,8 @@ BUCKET = "alray-test"
 @pytest.fixture(scope="module")
 def s3():
     """(endpoint query string, pyarrow S3 filesystem) of a moto server with one bucket."""
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    saved["AWS_DEFAULT_REGION"] = os.environ.get("AWS_DEFAULT_REGION")
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
-    )
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        query = f"endpoint_override={host}:{port}&scheme=http"
-        fs = pafs.S3FileSystem(
-            endpoint_override=f"{host}:{port}",
-            scheme="http",
-            region="us-east-1",
-            allow_bucket_creation=True,
-        )
-        fs.create_dir(BUCKET)
-        yield query, fs
-    finally:
-        server.stop()
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with moto_s3(BUCKET) as server:
+        yield server["query"], server["fs"]
 
 
 def png(size, color=(200, 10, 10)) -> bytes:

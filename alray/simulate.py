@@ -180,7 +180,7 @@ def _train_eval(
     device: str,
 ) -> tuple[Any, float]:
     """A fresh model trained on ``train_idx`` (same seed: same init and batches) and its test
-    metric (NaN becomes None)."""
+    metric."""
     import torch
 
     from alray.training import evaluate, fit, make_model
@@ -197,7 +197,8 @@ def _train_in_task(
     data: Any, idx: np.ndarray, test_idx: np.ndarray, seed: int, epochs: int | None,
     samples: int | None, opts: dict[str, Any], queue: Any,
 ) -> tuple[Any, float | None]:
-    """:func:`_train_eval` inside a Ray task of one CPU, reported to the progress queue."""
+    """:func:`_train_eval` inside a Ray task of one CPU, reported to the progress queue; a NaN
+    metric becomes None."""
     import torch
 
     from alray.assistants import select_device
@@ -257,17 +258,16 @@ def _curve_task(
             model.to(device).eval()
             value: float | None = first[1]
         else:
-            model, value = _train_eval(
-                data, labeled, test_idx, seed, opts["epochs"], opts["samples"], device
+            model, value = _train_in_task(
+                data, labeled, test_idx, seed, opts["epochs"], opts["samples"], opts, queue
             )
-            _report(queue)
         rows.append(
             {
                 "heuristic": heuristic,
                 "seed": seed,
                 "round": r,
                 "labeled": int(len(labeled)),
-                "metric": _clean(value),
+                "metric": value,
             }
         )
         if r == opts["rounds"]:
